@@ -1,0 +1,15 @@
+"""torch.hub entry points: every registered resnetlab network, e.g.
+``torch.hub.load("OWNER/resnetlab", "resnet20", source="github")``. No pretrained weights are
+downloaded: the builders return freshly initialised nets.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
+
+from resnetlab.models import builder, list_models  # noqa: E402
+
+dependencies = ["torch", "torchvision"]
+
+globals().update({name: builder(name) for name in list_models()})

@@ -1,0 +1,7 @@
+"""resnetlab: deep residual learning exactly as He et al. (2015) define it."""
+
+from resnetlab.models import ResNet, create_model, list_models, model_info
+
+__version__ = "0.1.0"
+
+__all__ = ["ResNet", "__version__", "create_model", "list_models", "model_info"]

@@ -1,0 +1,1 @@
+"""Measurements of networks: parameter and multiply-add counts, layer responses, gradient norms."""

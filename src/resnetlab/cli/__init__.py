@@ -1,0 +1,57 @@
+"""The `resnetlab` command line: argparse subcommands that call the library.
+
+Each subcommand lives in its own module with two functions: ``add_parser(subparsers)`` registers it
+and sets ``func`` on its parser to the callable that runs it. User mistakes raise
+:class:`resnetlab.errors.UserError` and end here as one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from resnetlab.errors import UserError
+
+# Subcommand modules, in the order `resnetlab --help` lists them.
+COMMAND_MODULES = [
+    "resnetlab.cli.models",
+]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every subcommand registered."""
+    from resnetlab import __version__
+
+    parser = OneLineParser(prog="resnetlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except UserError as exc:
+        print(f"resnetlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resnetlab: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

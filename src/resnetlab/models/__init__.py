@@ -1,0 +1,17 @@
+"""Paper-exact ResNets: blocks, the one ResNet class, and the registry."""
+
+from resnetlab.models.blocks import BasicBlock, Bottleneck, ZeroPadShortcut
+from resnetlab.models.resnet import ResNet
+from resnetlab.models.zoo import ModelInfo, builder, create_model, list_models, model_info
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ModelInfo",
+    "ResNet",
+    "ZeroPadShortcut",
+    "builder",
+    "create_model",
+    "list_models",
+    "model_info",
+]
