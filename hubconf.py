@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
-from resnetlab.models import builder, list_models  # noqa: E402
+from resnetlab.models import builder, list_models
 
 dependencies = ["torch", "torchvision"]
 

@@ -62,9 +62,7 @@ def summarize(model: ResNet, input_size: int, in_channels: int = 3) -> list[Stag
         stage = getattr(model, name)
         macs, x = _macs(stage, x)
         rows.append(StageCount(name, tuple(x.shape[1:]), count_params(stage), macs))
-    head_params = count_params(model.fc) + (
-        count_params(model.bn_final) if model.bn_final is not None else 0
-    )
+    head_params = count_params(model.fc) + (count_params(model.bn_final) if model.bn_final is not None else 0)
     macs, x = _macs(model.head, x)
     rows.append(StageCount("head", tuple(x.shape[1:]), head_params, macs))
     model.train(was_training)

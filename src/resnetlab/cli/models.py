@@ -19,8 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("summary", help="per-stage output shape, params and multiply-adds of a network")
     p.add_argument("model", help="a registered name (see `resnetlab models`)")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="input height = width in pixels (default: 32 for CIFAR nets, 224 for ImageNet)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="input height = width in pixels (default: 32 for CIFAR nets, 224 for ImageNet)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run_summary)
 
@@ -43,8 +47,11 @@ def run_models(args: argparse.Namespace) -> int:
         size = NATIVE_SIZE[info.family]
         total = summarize(create_model(name), size)[-1]
         kind = "residual" if info.spec["residual"] else "plain"
-        print(f"{name:<11} {info.family:<9} {info.depth:>5} {kind:<8} {_millions(total.params):>9} "
-              f"{_giga(total.macs):>10}  {size}x{size}", flush=True)  # fmt: skip
+        print(
+            f"{name:<11} {info.family:<9} {info.depth:>5} {kind:<8} {_millions(total.params):>9} "
+            f"{_giga(total.macs):>10}  {size}x{size}",
+            flush=True,
+        )
     return 0
 
 
@@ -57,18 +64,36 @@ def run_summary(args: argparse.Namespace) -> int:
     try:
         rows = summarize(model, size)
     except RuntimeError as exc:
-        raise UserError(f"{args.model} cannot run on {size}x{size} inputs: {str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"{args.model} cannot run on {size}x{size} inputs: {str(exc).splitlines()[0]}"
+        ) from None
     total = rows[-1]
     # The paper's macs (Table 1) are for 224x224 inputs only; its params (Table 6) at any size.
     paper_macs = info.paper_macs if size == 224 else None
     if args.json:
-        print(json.dumps({
-            "model": args.model, "input_size": size, "params": total.params, "macs": total.macs,
-            "paper_params": info.paper_params, "paper_macs": paper_macs, "paper_error": info.paper_error,
-            "config": info.spec | {"layers": list(info.spec["layers"])},
-            "stages": [{"name": r.name, "output_shape": list(r.output_shape), "params": r.params,
-                        "macs": r.macs} for r in rows[:-1]],
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "input_size": size,
+                    "params": total.params,
+                    "macs": total.macs,
+                    "paper_params": info.paper_params,
+                    "paper_macs": paper_macs,
+                    "paper_error": info.paper_error,
+                    "config": info.spec | {"layers": list(info.spec["layers"])},
+                    "stages": [
+                        {
+                            "name": r.name,
+                            "output_shape": list(r.output_shape),
+                            "params": r.params,
+                            "macs": r.macs,
+                        }
+                        for r in rows[:-1]
+                    ],
+                }
+            )
+        )
         return 0
     print(f"{args.model}: {info.family} net, depth {info.depth}, input 3x{size}x{size}")
     print(f"{'part':<8} {'output':<14} {'params':>12} {'mult-adds':>15}")

@@ -96,7 +96,11 @@ class Normalizer:
 
     def state_dict(self) -> dict:
         """Plain tensors and strings, for checkpoints that load with ``weights_only=True``."""
-        return {"mode": self.mode, "mean": self.mean.cpu(), "std": None if self.std is None else self.std.cpu()}
+        return {
+            "mode": self.mode,
+            "mean": self.mean.cpu(),
+            "std": None if self.std is None else self.std.cpu(),
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Normalizer:

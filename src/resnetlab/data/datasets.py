@@ -38,7 +38,9 @@ class DatasetSplits:
         return None if self.train is None else tuple(self.train.images.shape[2:])
 
 
-def synthetic(train: int = 512, test: int = 256, size: int = 16, classes: int = 10, seed: int = 0) -> DatasetSplits:
+def synthetic(
+    train: int = 512, test: int = 256, size: int = 16, classes: int = 10, seed: int = 0
+) -> DatasetSplits:
     """A small learnable dataset for tests and smoke runs, made in memory (never downloaded).
 
     Each class is a fixed random low-frequency colour pattern; images are that pattern plus noise and
@@ -56,8 +58,12 @@ def synthetic(train: int = 512, test: int = 256, size: int = 16, classes: int = 
         shifts = torch.randint(-2, 3, (2,), generator=g).tolist()
         return ImageSet(torch.roll(images, shifts=shifts, dims=(2, 3)), labels)
 
-    return DatasetSplits(f"synthetic:{train},{test},{size},{classes}", [f"class{i}" for i in range(classes)],
-                         train=make(train), test=make(test))  # fmt: skip
+    return DatasetSplits(
+        f"synthetic:{train},{test},{size},{classes}",
+        [f"class{i}" for i in range(classes)],
+        train=make(train),
+        test=make(test),
+    )
 
 
 def _parse_synthetic(arg: str) -> DatasetSplits:
@@ -66,8 +72,10 @@ def _parse_synthetic(arg: str) -> DatasetSplits:
         if len(values) > 4 or any(v < 1 for v in values):
             raise ValueError
     except ValueError:
-        raise UserError(f"bad synthetic spec {arg!r}: expected up to four positive integers "
-                        "TRAIN,TEST,SIZE,CLASSES, e.g. synthetic:512,256,16,10") from None  # fmt: skip
+        raise UserError(
+            f"bad synthetic spec {arg!r}: expected up to four positive integers "
+            "TRAIN,TEST,SIZE,CLASSES, e.g. synthetic:512,256,16,10"
+        ) from None
     return synthetic(*values)
 
 

@@ -84,7 +84,9 @@ class TensorBatches:
         if batch_size < 1 or batch_size % world_size:
             raise ValueError(f"batch size {batch_size} must be a positive multiple of {world_size} ranks")
         if train and len(data) < batch_size:
-            raise ValueError(f"the training split has {len(data)} images, fewer than one batch of {batch_size}")
+            raise ValueError(
+                f"the training split has {len(data)} images, fewer than one batch of {batch_size}"
+            )
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)

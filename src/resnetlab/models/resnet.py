@@ -64,11 +64,19 @@ class ResNet(nn.Module):
             raise ValueError("layers and widths need one positive entry per stage")
         stem_width = stem_width or widths[0]
         self._config: dict[str, Any] = {
-            "block": block, "layers": list(layers), "widths": list(widths), "stem": stem,
-            "num_classes": num_classes, "residual": residual, "shortcut": shortcut,
-            "bottleneck_stride": bottleneck_stride, "zero_init_residual": zero_init_residual,
-            "preact": preact, "in_channels": in_channels, "stem_width": stem_width,
-        }  # fmt: skip
+            "block": block,
+            "layers": list(layers),
+            "widths": list(widths),
+            "stem": stem,
+            "num_classes": num_classes,
+            "residual": residual,
+            "shortcut": shortcut,
+            "bottleneck_stride": bottleneck_stride,
+            "zero_init_residual": zero_init_residual,
+            "preact": preact,
+            "in_channels": in_channels,
+            "stem_width": stem_width,
+        }
         self.checkpoint_activations = False
         block_cls = BLOCKS[block]
 
@@ -90,9 +98,14 @@ class ResNet(nn.Module):
             for j in range(n_blocks):
                 blocks.append(
                     block_cls(
-                        in_planes, width, stride if j == 0 else 1, shortcut=shortcut,
-                        residual=residual, preact=preact, bottleneck_stride=bottleneck_stride,
-                    )  # fmt: skip
+                        in_planes,
+                        width,
+                        stride if j == 0 else 1,
+                        shortcut=shortcut,
+                        residual=residual,
+                        preact=preact,
+                        bottleneck_stride=bottleneck_stride,
+                    )
                 )
                 in_planes = width * block_cls.expansion
             name = f"layer{i + 1}"

@@ -32,8 +32,14 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 # CIFAR-10 (Section 4.2, Table 6): depth 6n+2, three stages of n basic blocks, option A.
-_CIFAR_TABLE6 = {20: (0.27e6, 8.75), 32: (0.46e6, 7.51), 44: (0.66e6, 7.17),
-                 56: (0.85e6, 6.97), 110: (1.7e6, 6.43), 1202: (19.4e6, 7.93)}  # fmt: skip
+_CIFAR_TABLE6 = {
+    20: (0.27e6, 8.75),
+    32: (0.46e6, 7.51),
+    44: (0.66e6, 7.17),
+    56: (0.85e6, 6.97),
+    110: (1.7e6, 6.43),
+    1202: (19.4e6, 7.93),
+}
 # ImageNet (Table 1 and Tables 2-4): block, blocks per stage, multiply-adds, 10-crop top-1 error.
 _IMAGENET_TABLE1 = {
     18: ("basic", (2, 2, 2, 2), 1.8e9, 27.88),
@@ -51,23 +57,61 @@ def _register(info: ModelInfo) -> None:
 
 for _depth, (_params, _error) in _CIFAR_TABLE6.items():
     _n = (_depth - 2) // 6
-    _cifar = {"block": "basic", "layers": (_n,) * 3, "widths": (16, 32, 64), "stem": "cifar",
-              "num_classes": 10, "shortcut": "A"}  # fmt: skip
-    _register(ModelInfo(f"resnet{_depth}", _depth, "cifar", {**_cifar, "residual": True},
-                        _params, None, _error, "Table 6"))  # fmt: skip
+    _cifar = {
+        "block": "basic",
+        "layers": (_n,) * 3,
+        "widths": (16, 32, 64),
+        "stem": "cifar",
+        "num_classes": 10,
+        "shortcut": "A",
+    }
+    _register(
+        ModelInfo(
+            f"resnet{_depth}", _depth, "cifar", {**_cifar, "residual": True}, _params, None, _error, "Table 6"
+        )
+    )
     # The paper plots plain-20..56 (Fig. 6) but reports no plain error in Table 6.
-    _register(ModelInfo(f"plain{_depth}", _depth, "cifar", {**_cifar, "residual": False},
-                        _params, None, None, "Fig. 6"))  # fmt: skip
+    _register(
+        ModelInfo(
+            f"plain{_depth}", _depth, "cifar", {**_cifar, "residual": False}, _params, None, None, "Fig. 6"
+        )
+    )
 
 for _depth, (_block, _layers, _macs, _error) in _IMAGENET_TABLE1.items():
-    _imagenet = {"block": _block, "layers": _layers, "widths": (64, 128, 256, 512),
-                 "stem": "imagenet", "num_classes": 1000, "shortcut": "B",
-                 "bottleneck_stride": "1x1"}  # fmt: skip
-    _register(ModelInfo(f"resnet{_depth}", _depth, "imagenet", {**_imagenet, "residual": True},
-                        None, _macs, _error, "Tables 1, 3"))  # fmt: skip
+    _imagenet = {
+        "block": _block,
+        "layers": _layers,
+        "widths": (64, 128, 256, 512),
+        "stem": "imagenet",
+        "num_classes": 1000,
+        "shortcut": "B",
+        "bottleneck_stride": "1x1",
+    }
+    _register(
+        ModelInfo(
+            f"resnet{_depth}",
+            _depth,
+            "imagenet",
+            {**_imagenet, "residual": True},
+            None,
+            _macs,
+            _error,
+            "Tables 1, 3",
+        )
+    )
     if _depth in _IMAGENET_PLAIN_ERROR:
-        _register(ModelInfo(f"plain{_depth}", _depth, "imagenet", {**_imagenet, "residual": False},
-                            None, _macs, _IMAGENET_PLAIN_ERROR[_depth], "Tables 1, 2"))  # fmt: skip
+        _register(
+            ModelInfo(
+                f"plain{_depth}",
+                _depth,
+                "imagenet",
+                {**_imagenet, "residual": False},
+                None,
+                _macs,
+                _IMAGENET_PLAIN_ERROR[_depth],
+                "Tables 1, 2",
+            )
+        )
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -75,8 +119,11 @@ def list_models(pattern: str | None = None) -> list[str]:
     infos = sorted(_REGISTRY.values(), key=lambda i: (i.family != "cifar", not i.spec["residual"], i.depth))
     names = [i.name for i in infos]
     if pattern:
-        names = [n for n in names if fnmatch.fnmatch(n, pattern if any(c in pattern for c in "*?[")
-                                                     else f"*{pattern}*")]  # fmt: skip
+        names = [
+            n
+            for n in names
+            if fnmatch.fnmatch(n, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
+        ]
     return names
 
 
@@ -111,6 +158,8 @@ def builder(name: str) -> Callable[..., ResNet]:
 
     kind = "residual" if info.spec["residual"] else "plain"
     build.__name__ = build.__qualname__ = name
-    build.__doc__ = (f"{kind.capitalize()} {info.family} network of depth {info.depth} "
-                     f"(He et al. 2015, {info.source}); keyword arguments override ResNet's.")  # fmt: skip
+    build.__doc__ = (
+        f"{kind.capitalize()} {info.family} network of depth {info.depth} "
+        f"(He et al. 2015, {info.source}); keyword arguments override ResNet's."
+    )
     return build
