@@ -57,7 +57,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     info = model_info(args.model)
-    size = args.input_size or NATIVE_SIZE[info.family]
+    size = NATIVE_SIZE[info.family] if args.input_size is None else args.input_size
     if size < 1:
         raise UserError(f"--input-size must be a positive number of pixels, got {size}")
     model = create_model(args.model)
