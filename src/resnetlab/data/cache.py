@@ -1,0 +1,112 @@
+"""Where data and decoded caches live, and how files there are written without ever being half-written.
+
+The cache root is, in order: an explicit ``data_dir`` (``--data-dir``), the ``RESNETLAB_DATA_DIR``
+environment variable, ``$XDG_CACHE_HOME/resnetlab``, ``~/.cache/resnetlab``. Every file written
+under it goes through a temporary file in the same directory, ``fsync`` and ``os.replace``, so a
+crash or Ctrl-C leaves either the old file, the new one, or nothing: never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from resnetlab.errors import UserError
+
+ENV_DATA_DIR = "RESNETLAB_DATA_DIR"
+
+
+def cache_root(data_dir: str | Path | None = None) -> Path:
+    """The directory data is looked for and cached in (see the module docstring for the order)."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "resnetlab"
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) or raise a :class:`UserError` saying how to choose another."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create the data/cache directory {path} ({exc.strerror or exc}); "
+            f"pass --data-dir DIR or set {ENV_DATA_DIR} to a writable directory"
+        ) from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it onto ``path``.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and ``path`` is
+    left exactly as it was.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_tensors(path: Path, obj: dict[str, Any]) -> bool:
+    """Write ``obj`` (tensors, numbers, strings, lists) to ``path`` atomically with ``torch.save``.
+
+    A cache is an optimisation: if it cannot be written (read-only directory, full disk) this warns
+    and returns False instead of failing the run.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path) as f:
+            torch.save(obj, f)
+    except OSError as exc:
+        warnings.warn(
+            f"could not write the decoded cache {path} ({exc}); the next run will decode again", stacklevel=2
+        )
+        return False
+    return True
+
+
+def load_tensors(path: Path) -> dict[str, Any] | None:
+    """Load a cache written by :func:`save_tensors`, or None when absent or unreadable.
+
+    The tensors are memory-mapped (copy-on-write): loading takes milliseconds, pages come from the
+    OS page cache as they are used, and processes on one machine (e.g. torchrun ranks) share them.
+    Caches are only ever replaced by rename, never rewritten in place, so a mapping stays valid.
+    An unreadable cache (e.g. written by an older version) is treated as absent; it is rebuilt from
+    the source data and overwritten atomically.
+    """
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True, mmap=True)
+    except Exception:  # a damaged cache of ours is never fatal: the source data is still there
+        warnings.warn(f"ignoring the unreadable cache {path}; it will be rebuilt", stacklevel=2)
+        return None
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex MD5 of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,294 @@
+"""The official CIFAR-10 / CIFAR-100 "python version" archives: download, verify, parse, cache.
+
+Lookup order under the cache root (see :func:`resnetlab.data.cache.cache_root`): the decoded cache
+``<kind>-uint8.pt`` (loads in well under a second), the archive (MD5-checked before use), the
+extracted folder (``cifar-10-batches-py`` / ``cifar-100-python``, or the root itself when it is that
+folder), and finally a download from :data:`BASE_URL`. Downloads stream into a temporary file that is
+renamed only after the size and the published MD5 both check out, so nothing partial is ever kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import os
+import pickle
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from resnetlab.data.cache import (
+    ENV_DATA_DIR,
+    atomic_open,
+    cache_root,
+    ensure_dir,
+    file_md5,
+    load_tensors,
+    save_tensors,
+)
+from resnetlab.data.datasets import DatasetSplits
+from resnetlab.data.loader import ImageSet
+from resnetlab.errors import UserError
+
+BASE_URL = "https://www.cs.toronto.edu/~kriz/"
+ENV_URL = "RESNETLAB_CIFAR_URL"  # overrides BASE_URL, e.g. a mirror or a test server
+CACHE_FORMAT = 1
+TIMEOUT_S = 60.0  # seconds without a byte from the server before a download counts as interrupted
+
+
+@dataclass(frozen=True)
+class CifarArchive:
+    """What one official archive holds and how its pickles name things."""
+
+    archive: str
+    md5: str  # published on https://www.cs.toronto.edu/~kriz/cifar.html
+    folder: str  # the top-level folder inside the archive
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    label_key: str
+    names_key: str
+
+
+CIFAR = {
+    "cifar10": CifarArchive(
+        "cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
+    "cifar100": CifarArchive(
+        "cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python",
+        ("train",),
+        ("test",),
+        "meta",
+        "fine_labels",  # the 100 fine classes; the 20 coarse superclasses are not used
+        "fine_label_names",
+    ),
+}
+
+
+def load_cifar(
+    kind: str, data_dir: str | Path | None = None, *, download: bool = True, base_url: str | None = None
+) -> DatasetSplits:
+    """CIFAR-10 or CIFAR-100 (``kind``) as uint8 (N, 3, 32, 32) images and int64 labels.
+
+    ``data_dir`` is the cache root, or a folder holding the archive or the extracted folder. With
+    ``download=False`` a missing archive is a :class:`UserError` instead of a download.
+    """
+    info = CIFAR[kind]
+    root = cache_root(data_dir)
+    cache_file = root / f"{kind}-uint8.pt"
+    cached = load_tensors(cache_file)
+    if cached is None or cached.get("format") != CACHE_FORMAT or cached.get("kind") != kind:
+        source = _find_source(root, info)
+        if source is None:
+            if not download:
+                raise UserError(
+                    f"{info.archive} not found in {root}: pass --data-dir DIR where DIR holds it or its "
+                    f"extracted {info.folder} folder, or allow the download"
+                )
+            ensure_dir(root)
+            url = (base_url or os.environ.get(ENV_URL) or BASE_URL).rstrip("/") + "/" + info.archive
+            source = download_file(
+                url, root / info.archive, info.md5, help_folder=info.folder, timeout=TIMEOUT_S
+            )
+        cached = {"format": CACHE_FORMAT, "kind": kind, **_parse(source, info)}
+        if not save_tensors(cache_file, cached):
+            cache_file = None
+    return DatasetSplits(
+        kind,
+        list(cached["classes"]),
+        train=ImageSet(cached["train_images"], cached["train_labels"]),
+        test=ImageSet(cached["test_images"], cached["test_labels"]),
+        cache_path=cache_file,
+    )
+
+
+def _find_source(root: Path, info: CifarArchive) -> Path | None:
+    """The archive or extracted folder under ``root``, preferring the archive (its MD5 is checked)."""
+    if root.is_file():
+        raise UserError(f"the data directory {root} is a file: pass --data-dir with the folder that holds it")
+    if (root / info.archive).is_file():
+        return root / info.archive
+    for candidate in (root / info.folder, root):
+        if (candidate / info.meta).is_file():
+            return candidate
+    return None
+
+
+def download_file(url: str, dest: Path, md5: str, *, help_folder: str = "", timeout: float = 60) -> Path:
+    """Download ``url`` to ``dest`` through a temporary file; keep it only if complete and MD5-correct.
+
+    Every failure (unreachable server, HTTP error, interrupted transfer, wrong checksum) is a
+    :class:`UserError` and leaves nothing at ``dest`` or beside it.
+    """
+    name = dest.name
+    local_copy = f"{name} or its extracted {help_folder} folder" if help_folder else name
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise UserError(
+            f"downloading {url} failed with HTTP {exc.code} ({exc.reason}); pass --data-dir DIR where DIR "
+            f"holds {local_copy}, or set {ENV_URL} to a mirror"
+        ) from None
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise UserError(
+            f"could not reach {url} ({reason}): this machine may be offline or the server unreachable. "
+            f"Download {name} on a machine with internet access and pass --data-dir DIR, where DIR holds "
+            f"{local_copy} (or set {ENV_DATA_DIR}=DIR)."
+        ) from None
+    total = int(response.headers.get("Content-Length") or 0) or None
+    digest = hashlib.md5(usedforsecurity=False)
+    received = 0
+    bar = tqdm(
+        total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=not sys.stderr.isatty()
+    )
+    with response, bar, atomic_open(dest) as f:
+        try:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:
+            raise UserError(
+                f"the download of {url} was interrupted after {received:,} bytes ({type(exc).__name__}); "
+                "nothing was saved: run the command again"
+            ) from None
+        if total is not None and received != total:
+            raise UserError(
+                f"the download of {url} stopped after {received:,} of {total:,} bytes; nothing was saved: "
+                "run the command again"
+            )
+        if digest.hexdigest() != md5:
+            raise UserError(
+                f"the file downloaded from {url} has MD5 {digest.hexdigest()}, not the published {md5}; "
+                f"nothing was saved: run again, or pass --data-dir DIR where DIR holds a good {local_copy}"
+            )
+    return dest
+
+
+def _parse(source: Path, info: CifarArchive) -> dict[str, Any]:
+    """Tensors and class names from the archive or the extracted folder at ``source``."""
+    needed = (*info.train, *info.test, info.meta)
+    if source.is_file():
+        got = file_md5(source)
+        if got != info.md5:
+            raise UserError(
+                f"{source} is corrupt or not the official {info.archive} (MD5 {got}, expected {info.md5}): "
+                "delete it to download it again, or pass --data-dir DIR with a good copy"
+            )
+        blobs = _read_archive(source, info, needed)
+        where = {n: f"{source}:{info.folder}/{n}" for n in needed}
+    else:
+        missing = [n for n in needed if not (source / n).is_file()]
+        if missing:
+            raise UserError(
+                f"{source} lacks {', '.join(missing)}: it is not a complete {info.folder} folder; "
+                f"pass --data-dir DIR with the archive {info.archive} or a complete extracted copy"
+            )
+        blobs = {n: (source / n).read_bytes() for n in needed}
+        where = {n: str(source / n) for n in needed}
+    meta = _unpickle(blobs[info.meta], where[info.meta])
+    classes = [
+        c.decode() if isinstance(c, bytes) else str(c) for c in _field(meta, info.names_key, where[info.meta])
+    ]
+    out: dict[str, Any] = {"classes": classes}
+    for split, names in (("train", info.train), ("test", info.test)):
+        parts = [_batch(_unpickle(blobs[n], where[n]), info, len(classes), where[n]) for n in names]
+        out[f"{split}_images"] = torch.cat([p[0] for p in parts])
+        out[f"{split}_labels"] = torch.cat([p[1] for p in parts])
+    return out
+
+
+def _read_archive(path: Path, info: CifarArchive, needed: tuple[str, ...]) -> dict[str, bytes]:
+    """The needed members' bytes, read in one sequential pass (gzip cannot seek backwards cheaply)."""
+    wanted = {f"{info.folder}/{n}": n for n in needed}
+    blobs: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                if member.name in wanted and member.isfile():
+                    blobs[wanted[member.name]] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise UserError(
+            f"{path} is not a readable tar.gz archive ({exc}): delete it to download it again, "
+            "or pass --data-dir DIR with a good copy"
+        ) from None
+    missing = [n for n in needed if n not in blobs]
+    if missing:
+        raise UserError(
+            f"{path} lacks {info.folder}/{missing[0]}: it is not the official {info.archive}; "
+            "delete it to download it again, or pass --data-dir DIR with a good copy"
+        )
+    return blobs
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers, bytes and numpy arrays: the archive's pickles need nothing else."""
+
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+        *(
+            (m, n)
+            for m in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray")
+            for n in ("ndarray", "dtype", "_reconstruct", "scalar")
+        ),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+
+
+def _unpickle(blob: bytes, where: str) -> dict:
+    try:
+        # The official pickles come from Python 2: "bytes" keeps their str keys and values as bytes.
+        obj = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as exc:  # any failure of a foreign pickle is bad input, not a bug of ours
+        raise UserError(
+            f"{where} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); delete the file or "
+            "archive to download it again, or pass --data-dir DIR with a good copy"
+        ) from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{where} holds a {type(obj).__name__}, not the dict of a CIFAR batch")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _field(obj: dict, key: str, where: str) -> Any:
+    if key not in obj:
+        raise UserError(f"{where} has no {key!r} entry: it is not an official CIFAR file")
+    return obj[key]
+
+
+def _batch(obj: dict, info: CifarArchive, num_classes: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 (N, 3, 32, 32), int64 (N,)) from one batch dict; rows are 1024 R, 1024 G, 1024 B values."""
+    data = np.asarray(_field(obj, "data", where))
+    labels = np.asarray(_field(obj, info.label_key, where), dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise UserError(f"{where} holds {data.dtype} data of shape {data.shape}, not uint8 (N, 3072)")
+    if labels.shape != (data.shape[0],) or labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
+        raise UserError(
+            f"{where} has labels that do not match its {data.shape[0]} images and {num_classes} classes"
+        )
+    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32).copy())
+    return images, torch.from_numpy(labels)
