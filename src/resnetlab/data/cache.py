@@ -56,6 +56,7 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -65,6 +66,12 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_tensors(path: Path, obj: dict[str, Any]) -> bool:
