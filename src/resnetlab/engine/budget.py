@@ -1,0 +1,114 @@
+"""Time budgets: measure how fast this machine trains, then fix the iteration count once.
+
+A run with ``--budget-minutes M`` first times a few steps (after a warm-up that absorbs allocation
+and compilation) and one small evaluation, then restores the model and optimizer exactly, and
+trains a complete schedule of the number of iterations that fits: the same run as ``--iterations N``
+with that N, which is logged and recorded in config.yaml.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from resnetlab.engine.checkpoint import rng_state, set_rng_state
+from resnetlab.engine.config import DEFAULT_EVALUATIONS
+from resnetlab.engine.distributed import DistContext, wide_float
+from resnetlab.engine.step import TrainStep
+from resnetlab.errors import UserError
+
+WARMUP_STEPS = 2  # not timed: first-call allocation, cuDNN autotuning, torch.compile
+MIN_STEPS, MAX_STEPS = 3, 30  # timed steps
+MEASURE_FRACTION = 0.02  # stop timing after this fraction of the budget (once MIN_STEPS are done)
+SAFETY_MARGIN = 0.05  # of the budget, kept for speed fluctuations and the final checkpoint
+MIN_ITERATIONS = 10
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Measured costs in seconds: one training step and one evaluated image (all ranks together)."""
+
+    step_s: float
+    eval_image_s: float
+
+
+def plan_iterations(
+    budget_s: float,
+    spent_s: float,
+    speed: Speed,
+    *,
+    eval_images: int,
+    final_eval_images: int,
+    eval_every: int | None,
+) -> int:
+    """The number of iterations that fits in what is left of ``budget_s``.
+
+    Intermediate evaluations cost ``eval_images`` each, every ``eval_every`` iterations (or
+    DEFAULT_EVALUATIONS per run when None); the final evaluation costs ``final_eval_images``.
+    """
+    left = budget_s * (1 - SAFETY_MARGIN) - spent_s - final_eval_images * speed.eval_image_s
+    per_eval = eval_images * speed.eval_image_s
+    if eval_every is None:
+        left -= DEFAULT_EVALUATIONS * per_eval
+        per_iteration = speed.step_s
+    else:
+        per_iteration = speed.step_s + per_eval / eval_every
+    iterations = math.floor(left / per_iteration) if left > 0 else 0
+    if iterations < MIN_ITERATIONS:
+        raise UserError(
+            f"--budget-minutes {budget_s / 60:g} is too short: at {speed.step_s:.3g} s per iteration "
+            f"(plus evaluations) it leaves {max(iterations, 0)} iterations; allow more minutes or give "
+            "--iterations"
+        )
+    return iterations
+
+
+def _endless(batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for epoch in itertools.count():
+        yield from batches.epoch(epoch)
+
+
+def measure_speed(
+    step: TrainStep,
+    train_batches,
+    evaluate_some: Callable[[], int],
+    budget_s: float,
+    ctx: DistContext,
+) -> Speed:
+    """Time training steps and a small evaluation, leaving model, optimizer and RNG as they were.
+
+    ``evaluate_some`` evaluates a few batches and returns how many images it saw. The slowest rank's
+    speed counts, so every rank plans the same number of iterations.
+    """
+    saved = (
+        copy.deepcopy(step.model.state_dict()),
+        copy.deepcopy(step.optimizer.state_dict()),
+        rng_state(),
+    )
+    batches = _endless(train_batches)
+    for _ in range(WARMUP_STEPS):
+        step.step(*next(batches))[0].item()
+    start = time.perf_counter()
+    steps = 0
+    while steps < MIN_STEPS or (
+        steps < MAX_STEPS and time.perf_counter() - start < MEASURE_FRACTION * budget_s
+    ):
+        loss, _ = step.step(*next(batches))
+        steps += 1
+        loss.item()  # wait for the device, so the clock measures the work
+    step_s = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    images = evaluate_some()
+    eval_image_s = (time.perf_counter() - start) / max(images, 1)
+    step.model.load_state_dict(saved[0])
+    step.optimizer.load_state_dict(saved[1])
+    set_rng_state(saved[2])
+    costs = torch.tensor([step_s, eval_image_s], dtype=wide_float(ctx.device), device=ctx.device)
+    ctx.all_reduce(costs, op="max")
+    return Speed(*costs.tolist())

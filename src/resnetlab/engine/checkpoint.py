@@ -1,0 +1,117 @@
+"""Checkpoints of plain types, written atomically and read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so loading it never runs
+code from the file: a checkpoint that holds any other pickled object is refused, not executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from resnetlab.errors import UserError
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+REQUIRED_KEYS = ("model", "model_name", "model_config", "classes", "normalizer", "image_size")
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through a temp file in the same directory, fsync it, then rename over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a half-written file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write` for text (UTF-8)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Atomically save ``state`` (plain types only) with the format version added."""
+    atomic_write(Path(path), lambda f: torch.save({**state, "format_version": FORMAT_VERSION}, f))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's ``checkpoint.pt``; a missing one is a UserError."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise UserError(f"run directory {path} has no {CHECKPOINT_NAME} to resume from or evaluate")
+        return path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist (give a checkpoint file or a run directory)")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a resnetlab checkpoint safely; every way it can be wrong is a one-line UserError."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):
+            raise UserError(
+                f"refusing to load {path}: it contains pickled Python objects, not only tensors and plain "
+                "types, and loading them could run arbitrary code"
+            ) from None
+        raise UserError(f"checkpoint {path} is corrupt (unreadable pickle data)") from None
+    except Exception as exc:  # truncated zips surface as OSError, KeyError, EOFError, RuntimeError...
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({detail})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a resnetlab checkpoint (it holds a {type(state).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise UserError(f"{path} is not a resnetlab checkpoint (missing {', '.join(missing)})")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer resnetlab (format {state['format_version']})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """The global torch RNG states (CPU and, if used, CUDA) as tensors."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

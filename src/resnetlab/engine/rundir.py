@@ -1,0 +1,139 @@
+"""The run directory: refuse to clobber, reuse a finished identical run, and describe the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from resnetlab.engine.checkpoint import CHECKPOINT_NAME, atomic_write_text
+from resnetlab.engine.config import TrainConfig
+from resnetlab.errors import UserError
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", CHECKPOINT_NAME, "summary.json")
+RUN_DIRS = ("tensorboard",)
+# Fields a request may leave as None ("choose for me") while the finished run recorded the choice.
+AUTO_FIELDS = ("iterations", "log_every", "eval_every", "checkpoint_every")
+
+
+def _differences(requested: TrainConfig, stored: dict[str, Any]) -> list[str]:
+    """Fields of ``requested`` that a stored config.yaml does not match."""
+    return [
+        k
+        for k, v in requested.identity().items()
+        if not (k in AUTO_FIELDS and v is None) and stored.get(k) != v
+    ]
+
+
+def prepare_run_dir(config: TrainConfig) -> dict[str, Any] | None:
+    """Make ``config.out`` ready; returns the stored summary when an identical run already finished.
+
+    An existing run (finished with another config, or unfinished) is refused unless ``overwrite``
+    (which deletes only resnetlab's own files) or ``resume`` is set.
+    """
+    out = config.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    present = [name for name in RUN_FILES + RUN_DIRS if (out / name).exists()]
+    if present and config.overwrite:
+        for name in present:
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    elif present and config.resume is None:
+        if (out / "summary.json").is_file() and (out / "config.yaml").is_file():
+            stored = _read_yaml(out / "config.yaml")
+            diff = _differences(config, stored)
+            if not diff:
+                return json.loads((out / "summary.json").read_text())
+            raise UserError(
+                f"{out} holds a finished run with a different config (differs in {', '.join(diff)}); "
+                "use --overwrite to replace it or choose another --out"
+            )
+        if (out / CHECKPOINT_NAME).is_file():
+            raise UserError(
+                f"{out} holds an unfinished run; continue it with --resume {out} "
+                "or start over with --overwrite"
+            )
+        raise UserError(
+            f"{out} holds the start of a run that wrote no checkpoint; start over with --overwrite"
+        )
+    _ensure_writable(out)
+    return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a resnetlab config")
+    return data
+
+
+def _ensure_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write to the output directory {out}: {exc.strerror or exc}") from None
+
+
+def write_config(config: TrainConfig) -> None:
+    """config.yaml: the resolved TrainConfig in plain types (the recipe included)."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write_text(config.out / "config.yaml", text)
+
+
+def read_summary(out: Path) -> dict[str, Any] | None:
+    """The summary.json of a run directory, or None."""
+    path = Path(out) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def git_hash() -> str | None:
+    """The commit of the resnetlab source tree, or None outside a git checkout (or without git)."""
+    here = Path(__file__).resolve().parent
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        done = subprocess.run(
+            [git, "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _program() -> str:
+    name = Path(sys.argv[0]).name
+    return "resnetlab" if name in ("__main__.py", "resnetlab") else sys.argv[0]
+
+
+def environment(device_name: str, world_size: int) -> dict[str, Any]:
+    """What a result depends on besides the config: versions, device, code commit, command line."""
+    from resnetlab import __version__
+
+    return {
+        "torch_version": torch.__version__,
+        "device": device_name,
+        "world_size": world_size,
+        "git_hash": git_hash(),
+        "command": shlex.join([_program(), *sys.argv[1:]]),
+        "resnetlab_version": __version__,
+        "hostname": os.uname().nodename if hasattr(os, "uname") else None,
+    }

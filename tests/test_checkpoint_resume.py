@@ -1,0 +1,199 @@
+"""Checkpoints: atomic writes, safe loading (no code runs), clear errors, and exact resumption."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetlab.engine import TrainConfig, train
+from resnetlab.engine import trainer as trainer_mod
+from resnetlab.engine.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint, save_checkpoint
+from resnetlab.errors import UserError
+from resnetlab.recipes import get_recipe
+
+TINY = {"layers": [1, 1, 1], "widths": [4, 8, 8]}
+MARKER_NAME = "pwned"
+
+
+def tiny_config(out: Path, **kw) -> TrainConfig:
+    base = {
+        "model": "resnet20",
+        "model_overrides": TINY,
+        "dataset": "synthetic:256,64,8,10",
+        "recipe": get_recipe("cifar-paper", batch_size=32),
+        "out": out,
+        "iterations": 14,
+        "log_every": 2,
+        "eval_every": 5,
+        "checkpoint_every": 3,
+        "quiet": True,
+        "deterministic": True,
+    }
+    return TrainConfig(**{**base, **kw})
+
+
+def rows_without_timing(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in rows]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old")
+
+    def failing(f):
+        f.write(b"half of the new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, failing)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temp file left behind
+
+
+def test_pickled_objects_are_refused_and_never_executed(tmp_path):
+    marker = tmp_path / MARKER_NAME
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "extra": Payload()}, path)
+    with pytest.raises(UserError, match=r"refusing to load .*evil\.pt.*pickled Python objects"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b"",  # empty
+        lambda b: b"this is not a checkpoint" * 10,  # garbage
+        lambda b: b[:100] + bytes(60) + b[160:],  # bytes zeroed inside the archive
+    ],
+    ids=["truncated", "empty", "garbage", "zeroed"],
+)
+def test_damaged_checkpoints_are_clear_errors_naming_the_file(tmp_path, damage):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"model": {"w": torch.randn(64, 64)}}, good)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(UserError, match=r"bad\.pt") as info:
+        load_checkpoint(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_foreign_files_are_not_resnetlab_checkpoints(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match=r"not a resnetlab checkpoint \(missing model"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(UserError, match="holds a list"):
+        load_checkpoint(tmp_path / "list.pt")
+    with pytest.raises(UserError, match=r"has no checkpoint\.pt"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_after_a_crash_continues_exactly(tmp_path, monkeypatch):
+    reference = train(tiny_config(tmp_path / "reference"))
+    crashing_out = tmp_path / "crashed"
+    original = trainer_mod._Trainer._after_step
+
+    def crash_at_8(self):
+        original(self)
+        if self.iteration == 8:  # last checkpoint at 6: iterations 7 and 8 are lost
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", crash_at_8)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(crashing_out))
+    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", original)
+    assert load_checkpoint(crashing_out)["iteration"] == 6
+    assert max(r["iteration"] for r in rows_without_timing(crashing_out)) == 8  # rows past the checkpoint
+
+    resumed = train(TrainConfig(model=None, dataset=None, out=crashing_out, resume=crashing_out, quiet=True))
+    assert_same_state(resumed.model.state_dict(), reference.model.state_dict())
+    assert rows_without_timing(crashing_out) == rows_without_timing(tmp_path / "reference")
+    a = load_checkpoint(crashing_out)["optimizer"]["state"]
+    b = load_checkpoint(tmp_path / "reference")["optimizer"]["state"]
+    assert all(torch.equal(a[i]["momentum_buffer"], b[i]["momentum_buffer"]) for i in a)
+
+
+def test_resume_at_the_final_checkpoint_only_finishes(tmp_path):
+    first = train(tiny_config(tmp_path))
+    (tmp_path / "summary.json").unlink()
+    again = train(TrainConfig(model="resnet20", dataset=None, out=tmp_path, resume=tmp_path, quiet=True))
+    assert again.summary["final"] == first.summary["final"]
+    assert_same_state(again.model.state_dict(), first.model.state_dict())
+
+
+def test_resume_refuses_another_model(tmp_path):
+    train(tiny_config(tmp_path))
+    with pytest.raises(UserError, match="trained with --model resnet20, not resnet32"):
+        train(TrainConfig(model="resnet32", dataset=None, out=tmp_path, resume=tmp_path, quiet=True))
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "resnetlab", "train", "--out", str(out), "--quiet", *extra]
+
+
+RUN_ARGS = (
+    "--model", "resnet20", "--dataset", "synthetic:256,64,8,10", "--batch-size", "32",
+    "--iterations", "40", "--checkpoint-every", "4", "--log-every", "2", "--eval-every", "20",
+    "--deterministic",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(reference, *RUN_ARGS), env=env, check=True, timeout=300)
+
+    killed = tmp_path / "killed"
+    delay = random.Random().uniform(0.0, 1.5)
+    proc = subprocess.Popen(_cli(killed, *RUN_ARGS), env=env)
+    deadline = time.monotonic() + 240
+    while not (killed / CHECKPOINT_NAME).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill (delay {delay:.2f} s)"
+    at_kill = load_checkpoint(killed)["iteration"]
+    assert 4 <= at_kill < 40 and not (killed / "summary.json").exists()
+
+    subprocess.run(_cli(killed, "--resume", str(killed)), env=env, check=True, timeout=300)
+    a, b = load_checkpoint(killed), load_checkpoint(reference)
+    assert a["iteration"] == b["iteration"] == 40
+    assert_same_state(a["model"], b["model"])
+    assert rows_without_timing(killed) == rows_without_timing(reference), f"killed at iteration {at_kill}"
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["final"] == json.loads((reference / "summary.json").read_text())["final"]
+
+
+def test_resumed_config_keeps_the_checkpoint_settings(tmp_path):
+    train(tiny_config(tmp_path, iterations=6))
+    (tmp_path / "summary.json").unlink()
+    result = train(replace(tiny_config(tmp_path, iterations=6), model=None, dataset=None, resume=tmp_path))
+    assert result.summary["iterations"] == 6

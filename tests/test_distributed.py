@@ -1,0 +1,112 @@
+"""`resnetlab train` under torchrun: 2 CPU processes (gloo) against one process with the same global batch.
+
+How the match is bounded. Both runs start from the same weights and see the same global batches;
+DDP averages the two ranks' gradients, so the runs differ only in what BatchNorm normalises with:
+- without SyncBN each rank uses the statistics of its own 16 images. The first logged loss is then
+  exactly the mean of the losses of the two half-batches under the initial weights, which the test
+  recomputes; later losses drift apart by the BN noise only, observed ~1-2% over 6 iterations, so
+  the test allows 5% relative;
+- with --sync-bn the statistics cover all 32 images, the computation is the single-process one up to
+  float summation order (and the sum-of-squares form of the variance), so the losses must agree
+  to 1e-4 relative and the weights and BN statistics to 1e-3 relative.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnetlab.engine import TrainConfig, build_data, train
+from resnetlab.models import create_model
+from resnetlab.recipes import get_recipe
+
+pytestmark = pytest.mark.slow
+
+DATA = "synthetic:256,128,8,10"
+K = 6
+ARGS = (
+    "--model", "resnet20", "--dataset", DATA, "--batch-size", "32", "--iterations", str(K),
+    "--log-every", "1", "--eval-every", "100", "--deterministic", "--quiet",
+)  # fmt: skip
+
+
+def torchrun(out: Path, *extra: str) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "resnetlab", "train", "--out", str(out), *ARGS, *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def losses(out: Path) -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] for r in rows if r["kind"] == "train"]
+
+
+def single_config(out: Path) -> TrainConfig:
+    return TrainConfig(
+        model="resnet20",
+        dataset=DATA,
+        recipe=get_recipe("cifar-paper", batch_size=32),
+        out=out,
+        iterations=K,
+        log_every=1,
+        eval_every=100,
+        deterministic=True,
+        quiet=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    return train(single_config(out))
+
+
+def first_batch_losses(config: TrainConfig) -> tuple[float, float]:
+    """(full-batch loss, mean of the two half-batch losses) of the initial weights on batch 1."""
+    torch.manual_seed(config.seed)  # as the trainer does before building the net
+    model = create_model("resnet20", num_classes=10)
+    x, y = next(iter(build_data(config)[0].epoch(0)))
+    with torch.no_grad():
+        full = F.cross_entropy(model(x), y).item()
+        halves = [F.cross_entropy(model(x[i : i + 16]), y[i : i + 16]).item() for i in (0, 16)]
+    return full, sum(halves) / 2
+
+
+def test_two_processes_without_syncbn(tmp_path, single):
+    torchrun(tmp_path)
+    ddp, ref = losses(tmp_path), losses(single.out)
+    assert len(ddp) == len(ref) == K
+    full, sharded = first_batch_losses(single_config(tmp_path / "unused"))
+    assert ref[0] == pytest.approx(full, rel=1e-5)
+    assert ddp[0] == pytest.approx(sharded, rel=1e-5)  # each rank trained on its own disjoint half
+    assert abs(sharded - full) > 1e-4  # ...which is distinguishable from the full batch
+    assert all(a == pytest.approx(b, rel=0.05) for a, b in zip(ddp, ref, strict=True))
+
+    # Only rank 0 wrote files; the sharded evaluation was all-reduced over the whole test split.
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "config.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.pt", "summary.json"
+    }  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    final_eval = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final_eval["kind"] == "eval" and final_eval["images"] == 128
+
+
+def test_two_processes_with_syncbn_match_one_process(tmp_path, single):
+    torchrun(tmp_path, "--sync-bn")
+    ddp, ref = losses(tmp_path), losses(single.out)
+    assert all(a == pytest.approx(b, rel=1e-4) for a, b in zip(ddp, ref, strict=True))
+    weights = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    for name, value in single.model.state_dict().items():
+        assert torch.allclose(weights[name].float(), value.float(), rtol=1e-3, atol=1e-4), name
+    ddp_final = json.loads((tmp_path / "summary.json").read_text())["final"]
+    assert ddp_final["top1_error"] == single.summary["final"]["top1_error"]
