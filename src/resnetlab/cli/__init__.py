@@ -16,6 +16,12 @@ from resnetlab.errors import UserError
 # Subcommand modules, in the order `resnetlab --help` lists them.
 COMMAND_MODULES = [
     "resnetlab.cli.models",
+    "resnetlab.cli.reproduce",
+    "resnetlab.cli.data",
+    "resnetlab.cli.train",
+    "resnetlab.cli.evaluate",
+    "resnetlab.cli.predict",
+    "resnetlab.cli.export",
 ]
 
 

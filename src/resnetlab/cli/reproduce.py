@@ -1,0 +1,212 @@
+"""`resnetlab reproduce EXPERIMENT` (train what a result of the paper needs, then report) and
+`resnetlab report DIR` (redraw figures and report from the metrics files alone)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from resnetlab.data.datasets import SPEC_HELP
+from resnetlab.errors import UserError
+from resnetlab.experiments import EXPERIMENTS, build_report, experiment_module
+from resnetlab.experiments.common import Options, parse_depths, read_record, record_path
+from resnetlab.experiments.degradation import DEFAULTS
+
+HELP = {
+    "degradation": "plain vs residual nets of several depths: Fig. 1 and Fig. 6, training and test error",
+    "responses": "std of every 3x3 layer's response of trained plain and residual nets (Fig. 7)",
+    "gradients": "per-layer weight-gradient norms at initialisation and after training, plain vs residual",
+    "identity": "can stacked layers learn the identity? plain vs residual blocks; the construction argument",
+    "shortcuts": "shortcut options A, B and C on the same CIFAR net and budget (Table 3 shape)",
+    "cifar-table": "Table 6 rows: test error of ResNets of several depths, mean ± std over seeds",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--dataset", default=DEFAULTS.dataset, help=f"{SPEC_HELP} (default: %(default)s)")
+    p.add_argument("--data-dir", help="where datasets are cached or downloaded (default: the library's)")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs") / name, help="output folder (default: %(default)s)"
+    )
+    p.add_argument("--seeds", type=_positive_int, default=DEFAULTS.seeds, help="seeds per net (default: 1)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-iterations", type=_positive_int, metavar="N", help="SGD iterations per run")
+    budget.add_argument(
+        "--budget-minutes",
+        type=_positive_float,
+        metavar="M",
+        help=f"minutes for the whole reproduction, all runs together (default: {DEFAULTS.budget_minutes:g})",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per batch (default: 128)")
+    p.add_argument(
+        "--evals",
+        type=int,
+        default=DEFAULTS.evals,
+        help="intermediate test evaluations per run (default: %(default)s)",
+    )
+    p.add_argument(
+        "--eval-limit",
+        type=_positive_int,
+        default=DEFAULTS.eval_limit,
+        help="images per intermediate evaluation; the final one uses all (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the verdicts and where the report is")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="reproduce a result of the paper and write a report with figures")
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=type(p))
+    experiments.required = True
+    depths_default = ",".join(str(d) for d in DEFAULTS.depths)
+    for name, text in HELP.items():
+        e = experiments.add_parser(name, help=text, description=text)
+        _common(e, name)
+        if name in ("degradation", "responses", "gradients"):
+            e.add_argument(
+                "--depths", default=depths_default, help="CIFAR depths 6n+2 (default: %(default)s)"
+            )
+        e.set_defaults(func=run_reproduce)
+    g = experiments.choices
+    g["responses"].add_argument(
+        "--test-images", type=_positive_int, help="test images to measure on (default: all)"
+    )
+    g["gradients"].add_argument(
+        "--batches", type=_positive_int, default=4, help="batches to average each norm over (default: 4)"
+    )
+    ident = g["identity"]
+    ident.add_argument("--ks", default="1,2,4,8", help="numbers of stacked blocks K (default: %(default)s)")
+    ident.add_argument(
+        "--width", type=_positive_int, default=8, help="channels of the feature maps (default: 8)"
+    )
+    ident.add_argument(
+        "--size", type=_positive_int, default=8, help="height = width of the maps (default: 8)"
+    )
+    ident.add_argument("--steps", type=_positive_int, default=300, help="SGD steps per stack (default: 300)")
+    ident.add_argument(
+        "--inputs",
+        choices=("random", "images"),
+        default="random",
+        help="maps to reproduce: relu of Gaussian noise, or features of --dataset images (default: random)",
+    )
+    ident.add_argument(
+        "--depths",
+        default=depths_default,
+        help="shallow,deep CIFAR depths of the construction (default: %(default)s)",
+    )
+    ident.add_argument("--no-construction", action="store_true", help="skip the construction (no training)")
+    ident.add_argument(
+        "--train-images",
+        type=_positive_int,
+        default=2000,
+        help="training images the construction is scored on",
+    )
+    g["shortcuts"].add_argument("--depth", type=int, default=20, help="CIFAR depth 6n+2 (default: 20)")
+    g["cifar-table"].add_argument(
+        "--depths", default="20,32,44,56,110", help="CIFAR depths 6n+2 (default: %(default)s)"
+    )
+
+    p = sub.add_parser(
+        "report", help="redraw the figures and report of a reproduce --out folder (no training)"
+    )
+    p.add_argument("dir", type=Path, help="the --out folder of one or more `resnetlab reproduce` commands")
+    p.set_defaults(func=run_report)
+
+
+def options(args: argparse.Namespace) -> Options:
+    """The shared options of a reproduce command; no budget given means the default minutes."""
+    minutes = args.budget_minutes
+    if minutes is None and args.budget_iterations is None:
+        minutes = DEFAULTS.budget_minutes
+    opts = Options(
+        out=args.out,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        seeds=args.seeds,
+        budget_iterations=args.budget_iterations,
+        budget_minutes=minutes,
+        device=args.device,
+        batch_size=args.batch_size,
+        evals=args.evals,
+        eval_limit=args.eval_limit,
+        quiet=args.quiet,
+    )
+    opts.check()
+    return opts
+
+
+def _experiment_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    name = args.experiment
+    if name == "identity":
+        depths = parse_depths(args.depths, count=2)
+        if depths[0] >= depths[1]:
+            raise UserError(f"--depths for identity is shallow,deep with shallow < deep, got {args.depths}")
+        try:
+            ks = tuple(sorted({int(k) for k in args.ks.split(",") if k.strip()}))
+        except ValueError:
+            ks = ()
+        if not ks or ks[0] < 1:
+            raise UserError(f"--ks must be positive integers like 1,2,4,8, got {args.ks!r}")
+        return {
+            "ks": ks,
+            "width": args.width,
+            "size": args.size,
+            "steps": args.steps,
+            "inputs": args.inputs,
+            "depths": None if args.no_construction else depths,
+            "train_images": args.train_images,
+        }
+    if name == "shortcuts":
+        return {"depth": parse_depths(str(args.depth), count=1)[0]}
+    kwargs: dict[str, Any] = {"depths": parse_depths(args.depths)}
+    if name == "responses":
+        kwargs["test_images"] = args.test_images
+    if name == "gradients":
+        kwargs["batches"] = args.batches
+    return kwargs
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    opts = options(args)
+    kwargs = _experiment_kwargs(args)
+    record = experiment_module(args.experiment).run(opts, **kwargs)
+    md, page = build_report(opts.out)
+    _print_verdicts(opts.out, record["experiment"])
+    print(f"report: {md} and {page}")
+    return 0
+
+
+def _print_verdicts(out: Path, experiment: str) -> None:
+    for v in read_record(record_path(out, experiment)).get("results", {}).get("verdicts", []):
+        print(f"{v['mark']}: {v['text']}")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    md, page = build_report(args.dir)
+    for name in EXPERIMENTS:
+        if record_path(args.dir, name).is_file():
+            print(f"== {name}")
+            _print_verdicts(args.dir, name)
+    print(f"report: {md} and {page}")
+    return 0

@@ -1,0 +1,193 @@
+"""The degradation problem (Fig. 1, Fig. 6, Sec. 4.2): deeper plain nets train worse; ResNets do not.
+
+Plain and residual nets of each depth are trained with the same recipe, seed and data order (one
+TrainConfig seed fixes both the initialisation stream and the batches), then compared on their
+final training error (mean over the last 10% of iterations: the paper's thin curves) and test error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnetlab import figures
+from resnetlab.experiments import budget, common
+from resnetlab.experiments.common import Net, Options, Stat, clearly_above
+from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+
+NAME = "degradation"
+CLAIM = (
+    "On CIFAR-10, plain nets get a higher training error as they get deeper (plain-56 above plain-20: "
+    "the degradation problem, Fig. 1 and Fig. 6 left), and residual nets of the same depth, width and "
+    "parameters do not suffer from it: ResNet-56 trains better than plain-56, and deeper ResNets reach "
+    "lower training and test errors (Fig. 6 middle, Table 6) after the full 64k iterations."
+)
+
+
+@dataclass(frozen=True)
+class DegradationDefaults:
+    """Defaults of `resnetlab reproduce degradation`, and so of `make demo`: change them here only."""
+
+    depths: tuple[int, ...] = (20, 56)  # Fig. 1 compares 20 and 56 layers
+    # Minutes for the whole reproduction (all nets, seeds, evaluations) on the machine it runs on;
+    # `make demo` must finish within 15 minutes on 2 CPU cores, data loading included.
+    budget_minutes: float = 12.0
+    evals: int = 4  # intermediate test evaluations per run (each on eval_limit images)
+    eval_limit: int = 1000  # the final evaluation always sees the whole 10,000-image test set
+    seeds: int = 1
+    dataset: str = "cifar10"
+
+
+DEFAULTS = DegradationDefaults()
+
+
+def nets_for(depths: tuple[int, ...]) -> list[Net]:
+    """Plain and residual net of every depth, shallow first."""
+    return [Net(d, residual) for d in sorted(depths) for residual in (False, True)]
+
+
+def run(opts: Options, depths: tuple[int, ...]) -> dict[str, Any]:
+    """Train (or reuse) plain and residual nets of every depth; write and return the record."""
+    started = time.perf_counter()
+    nets = nets_for(depths)
+    iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+    runs = common.train_all(opts, nets, iterations)
+    record = common.base_record(NAME, opts, iterations, started, runs)
+    record["depths"] = sorted(depths)
+    common.write_record(opts.out, record)
+    return record
+
+
+def runs_by_net(out: Path, record: dict[str, Any]) -> dict[Net, list[Path]]:
+    """The record's run folders grouped by net (one per seed), in the record's order."""
+    grouped: dict[Net, list[Path]] = {}
+    for entry in record["runs"]:
+        net = Net(entry["depth"], entry["residual"], entry["shortcut"])
+        grouped.setdefault(net, []).append(out / entry["dir"])
+    return grouped
+
+
+@dataclass(frozen=True)
+class Result:
+    """Final errors of one net over its seeds."""
+
+    net: Net
+    train: Stat
+    test: Stat
+    params: int
+
+
+def results(out: Path, record: dict[str, Any]) -> dict[Net, Result]:
+    """Final training and test errors of every net of the record, from its metrics files."""
+    found = {}
+    for net, runs in runs_by_net(out, record).items():
+        train = Stat.of([common.final_train_error(common.read_rows(r)) for r in runs])
+        test = Stat.of([common.final_test_error(r) for r in runs])
+        found[net] = Result(net, train, test, int(common.read_summary(runs[0])["params"]))
+    return found
+
+
+def _ordering(deep: Result, shallow: Result, split: str, claim: str) -> Verdict:
+    """Verdict that ``deep`` has a clearly higher error on ``split`` ("train" or "test") than ``shallow``."""
+    d, s = getattr(deep, split), getattr(shallow, split)
+    what = f"{deep.net.label} {split}{'ing' if split == 'train' else ''} error {d}"
+    if clearly_above(d, s):
+        return Verdict(f"{what} > {shallow.net.label} {s}: {claim} reproduced", True)
+    relation = "<" if clearly_above(s, d) else "≈ (gap within noise)"
+    return Verdict(f"{what} {relation} {shallow.net.label} {s}: {claim} not reproduced", False)
+
+
+def _residual_fix(plain: Result, resnet: Result) -> Verdict:
+    text = f"{resnet.net.label} training error {resnet.train}"
+    if clearly_above(plain.train, resnet.train):
+        return Verdict(f"{text} < {plain.net.label} {plain.train}: residual learning fixes it", True)
+    return Verdict(
+        f"{text} not clearly below {plain.net.label} {plain.train}: residual fix not reproduced", False
+    )
+
+
+def _deeper_resnet(deep: Result, shallow: Result, iterations: int) -> Verdict:
+    text = f"{deep.net.label} training error {deep.train} vs {shallow.net.label} {shallow.train}"
+    if clearly_above(shallow.train, deep.train):
+        return Verdict(f"{text}: the deeper ResNet trains better, as in Fig. 6: reproduced", True)
+    if iterations < PAPER_ITERATIONS / 10:
+        return Verdict(
+            f"{text}: the deeper ResNet is not better yet, but {iterations:,} of the paper's "
+            f"{PAPER_ITERATIONS:,} iterations cannot test this (deeper ResNets pull ahead late in training)",
+            None,
+        )
+    return Verdict(f"{text}: the deeper ResNet does not train better: not reproduced", False)
+
+
+def verdicts(res: dict[Net, Result], iterations: int) -> list[Verdict]:
+    """The paper's claims checked against the data (training error first, then test error)."""
+    depths = sorted({n.depth for n in res})
+    plain = {d: res[Net(d, False)] for d in depths if Net(d, False) in res}
+    resnet = {d: res[Net(d, True)] for d in depths if Net(d, True) in res}
+    lo, hi = depths[0], depths[-1]
+    two_plain = lo != hi and lo in plain and hi in plain
+    out: list[Verdict] = []
+    if two_plain:
+        out.append(_ordering(plain[hi], plain[lo], "train", "degradation"))
+    if hi in plain and hi in resnet:
+        out.append(_residual_fix(plain[hi], resnet[hi]))
+    if lo != hi and lo in resnet and hi in resnet:
+        out.append(_deeper_resnet(resnet[hi], resnet[lo], iterations))
+    if two_plain:
+        out.append(_ordering(plain[hi], plain[lo], "test", "higher test error of the deeper plain net"))
+    return out
+
+
+def table(res: dict[Net, Result]) -> Table:
+    rows = [
+        [r.net.label, str(r.net.depth), f"{r.params:,}", str(r.train), str(r.test)]
+        for r in sorted(res.values(), key=lambda r: (r.net.residual, r.net.depth))
+    ]
+    return Table(
+        "Final errors",
+        ["net", "depth", "params", "training error (last 10% of iterations)", "test error (whole test set)"],
+        rows,
+        "Training error: top-1 on the augmented training batches, nets in training mode (the paper's thin "
+        "curves). Mean ± std over seeds where there are several.",
+    )
+
+
+def section(out: Path, record: dict[str, Any]) -> Section:
+    """Tables, verdicts and figures of a degradation record, from its metrics files."""
+    res = results(out, record)
+    grouped = runs_by_net(out, record)
+    curves = {n: common.mean_curve(runs, n.label) for n, runs in grouped.items()}
+    plain = [curves[n] for n in sorted(curves, key=lambda n: n.depth) if not n.residual]
+    resnet = [curves[n] for n in sorted(curves, key=lambda n: n.depth) if n.residual]
+    iterations = record["budget"]["iterations"]
+    figs = out / "figures"
+    fig6 = figures.error_curves(
+        [("plain networks", plain), ("residual networks", resnet)],
+        figs / "degradation-fig6.png",
+        f"{record['dataset']}: training (thin) and test (bold) error, {iterations:,} iterations (Fig. 6)",
+    )
+    shallow_deep = [plain[0], plain[-1]] if len(plain) > 1 else plain
+    fig1 = figures.train_test_panels(
+        shallow_deep,
+        figs / "degradation-fig1.png",
+        f"{record['dataset']}: plain nets, shallow vs deep (Fig. 1 style)",
+    )
+    return Section(
+        title="Degradation: plain vs residual nets (Fig. 1, Fig. 6)",
+        claim=CLAIM,
+        meta=common.section_meta(record),
+        budget_note=budget_note(iterations),
+        tables=[table(res)],
+        verdicts=verdicts(res, iterations),
+        figures=[
+            Figure(fig6, "Left plain, right residual nets: training error thin, test error bold."),
+            Figure(
+                fig1, "Training error (left) and test error (right) of the shallowest and deepest plain nets."
+            ),
+        ],
+        notes=[
+            "Same recipe (the paper's, lr milestones scaled to the budget), seed and data order for all.",
+        ],
+    )

@@ -1,0 +1,127 @@
+"""Layer responses (Fig. 7): residual functions respond less than the layers of plain nets.
+
+Trains (or reuses, e.g. from ``reproduce degradation`` in the same ``--out``) plain and residual
+nets of each depth, then measures the std of every 3x3 layer's output after BN on the test set.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from resnetlab import figures
+from resnetlab.analysis.responses import layer_responses
+from resnetlab.engine.distributed import select_device
+from resnetlab.experiments import budget, common, degradation
+from resnetlab.experiments.common import Net, Options
+from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+
+NAME = "responses"
+CLAIM = (
+    "The std of the 3x3 layers' responses (after BN, before ReLU/addition) on the CIFAR-10 test set is "
+    "generally smaller in ResNets than in their plain counterparts, and smaller in deeper ResNets than "
+    "in shallower ones: residual functions are closer to zero than non-residual ones (Fig. 7)."
+)
+CLEAR_RATIO = 0.95  # a mean response this fraction of the other's (or less) counts as smaller
+
+
+def run(opts: Options, depths: tuple[int, ...], test_images: int | None = None) -> dict[str, Any]:
+    """Train or reuse the nets, measure their responses on the test set, write the record."""
+    started = time.perf_counter()
+    nets = degradation.nets_for(depths)
+    iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+    runs = common.train_all(opts, nets, iterations)
+    device = select_device(opts.device)
+    measured = []
+    for (net, seed), path in runs.items():
+        model, ckpt = common.load_trained(path)
+        batches = common.split_batches(opts, ckpt, "test", test_images)
+        layers = layer_responses(model.to(device), batches, device)
+        measured.append(
+            {"depth": net.depth, "residual": net.residual, "seed": seed, "stds": [r.std for r in layers]}
+        )
+    record = common.base_record(NAME, opts, iterations, started, runs)
+    record |= {"depths": sorted(depths), "test_images": test_images}
+    record["responses"] = measured
+    common.write_record(opts.out, record)
+    return record
+
+
+def mean_stds(record: dict[str, Any]) -> dict[Net, list[float]]:
+    """Each net's per-layer response std, averaged over seeds."""
+    per_net: dict[Net, list[list[float]]] = {}
+    for m in record["responses"]:
+        per_net.setdefault(Net(m["depth"], m["residual"]), []).append(m["stds"])
+    return {net: [statistics.fmean(v) for v in zip(*runs, strict=True)] for net, runs in per_net.items()}
+
+
+def _smaller(small: tuple[str, float], large: tuple[str, float], claim: str, short: bool) -> Verdict:
+    (s_label, s), (l_label, big) = small, large
+    text = f"mean response std {s_label} {s:.3f} vs {l_label} {big:.3f}"
+    if s <= CLEAR_RATIO * big:
+        return Verdict(f"{text}: {claim} reproduced", True)
+    if short and big <= s <= big / CLEAR_RATIO:
+        return Verdict(f"{text}: no clear difference yet; the budget is too short to tell", None)
+    return Verdict(f"{text}: {claim} not reproduced", False)
+
+
+def verdicts(stds: dict[Net, list[float]], iterations: int) -> list[Verdict]:
+    """ResNet below plain at every depth; the deeper ResNet below the shallower one."""
+    short = iterations < PAPER_ITERATIONS / 10
+    mean = {net: statistics.fmean(v) for net, v in stds.items()}
+    depths = sorted({n.depth for n in stds})
+    out = []
+    for d in depths:
+        p, r = Net(d, False), Net(d, True)
+        if p in mean and r in mean:
+            claim = "smaller responses of the residual net"
+            out.append(_smaller((r.label, mean[r]), (p.label, mean[p]), claim, short))
+    lo, hi = Net(depths[0], True), Net(depths[-1], True)
+    if lo != hi and lo in mean and hi in mean:
+        claim = "smaller responses of the deeper ResNet"
+        out.append(_smaller((hi.label, mean[hi]), (lo.label, mean[lo]), claim, short))
+    return out
+
+
+def section(out: Path, record: dict[str, Any]) -> Section:
+    """Fig. 7 and its verdicts from the stored measurements."""
+    stds = mean_stds(record)
+    order = sorted(stds, key=lambda n: (n.residual, n.depth))
+    iterations = record["budget"]["iterations"]
+    fig = figures.layer_responses(
+        {n.label: stds[n] for n in order},
+        out / "figures" / "responses-fig7.png",
+        f"{record['dataset']} test set: std of 3x3 layer responses (Fig. 7 style), {iterations:,} iterations",
+    )
+    rows = [
+        [
+            n.label,
+            str(len(stds[n])),
+            f"{statistics.fmean(stds[n]):.3f}",
+            f"{min(stds[n]):.3f}",
+            f"{max(stds[n]):.3f}",
+        ]
+        for n in order
+    ]
+    images = record["test_images"] or "all"
+    return Section(
+        title="Layer responses (Fig. 7)",
+        claim=CLAIM,
+        meta=common.section_meta(record),
+        budget_note=budget_note(iterations),
+        tables=[
+            Table(
+                "Std of 3x3 layer responses on the test set",
+                ["net", "3x3 layers", "mean std", "smallest", "largest"],
+                rows,
+                f"Measured on {images} test images, nets in eval mode; mean over seeds per layer.",
+            )
+        ],
+        verdicts=verdicts(stds, iterations),
+        figures=[
+            Figure(fig, "Top: std per 3x3 layer in forward order. Bottom: the same, sorted. Plain dashed.")
+        ],
+        notes=["Layer 1 is the stem's 3x3 conv; then conv1 and conv2 of every basic block."],
+    )

@@ -1,0 +1,197 @@
+"""The reproductions' figures, drawn with matplotlib's Agg backend from plain numbers.
+
+Every function takes lists of numbers (read from metrics files by the experiments), writes one PNG
+atomically and returns its path; nothing here trains or reads runs, so any figure can be redrawn.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from resnetlab.report import atomic_write
+
+DPI = 110
+
+
+@dataclass
+class Curve:
+    """Error curves of one run against iterations: training (thin) and test (bold), as fractions."""
+
+    label: str
+    train_x: list[float] = field(default_factory=list)
+    train_y: list[float] = field(default_factory=list)
+    test_x: list[float] = field(default_factory=list)
+    test_y: list[float] = field(default_factory=list)
+
+
+def _styles(labels: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Plain nets dashed, residual solid; nets of the same depth (the number in the label) share a colour."""
+    keys: dict[str, int] = {}
+    styles = {}
+    for label in labels:
+        digits = re.search(r"\d+", label)
+        key = digits.group() if digits else label
+        keys.setdefault(key, len(keys))
+        styles[label] = {
+            "color": f"C{keys[key] % 10}",
+            "ls": "--" if label.lower().startswith("plain") else "-",
+        }
+    return styles
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def _percent(values: Sequence[float]) -> list[float]:
+    return [100.0 * v for v in values]
+
+
+def _draw_curves(ax: plt.Axes, curves: Sequence[Curve], title: str) -> None:
+    colors = plt.get_cmap("tab10")
+    for i, c in enumerate(curves):
+        color = colors(i % 10)
+        if c.train_x:
+            ax.plot(c.train_x, _percent(c.train_y), color=color, lw=0.8, alpha=0.8)
+        if c.test_x:
+            ax.plot(c.test_x, _percent(c.test_y), color=color, lw=2.4, marker="o", ms=3)
+        ax.plot([], [], color=color, lw=2.4, label=c.label)  # one legend entry per net
+    ax.plot([], [], color="gray", lw=0.8, label="training error (thin)")
+    ax.plot([], [], color="gray", lw=2.4, label="test error (bold)")
+    ax.set_title(title)
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def error_curves(panels: Sequence[tuple[str, Sequence[Curve]]], path: Path, title: str) -> Path:
+    """Side-by-side panels of training (thin) and test (bold) error against iterations (Fig. 6 style).
+
+    ``panels`` is a list of (panel title, curves), e.g. [("plain", ...), ("residual", ...)]; the
+    panels share the y axis so plain and residual read on the same scale.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (panel_title, curves) in zip(axes[0], panels, strict=True):
+        _draw_curves(ax, curves, panel_title)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def train_test_panels(curves: Sequence[Curve], path: Path, title: str) -> Path:
+    """Fig. 1 style: training error on the left, test error on the right, one line per net."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, c in enumerate(curves):
+        color = plt.get_cmap("tab10")(i % 10)
+        left.plot(c.train_x, _percent(c.train_y), color=color, lw=1.5, label=c.label)
+        right.plot(c.test_x, _percent(c.test_y), color=color, lw=2, marker="o", ms=3, label=c.label)
+    for ax, what in ((left, "training error"), (right, "test error")):
+        ax.set_title(what)
+        ax.set_xlabel("iterations")
+        ax.set_ylabel(f"{what} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def layer_responses(series: dict[str, Sequence[float]], path: Path, title: str) -> Path:
+    """Fig. 7: std of each 3x3 layer's response in layer order (top) and sorted descending (bottom).
+
+    Labels starting with "plain" are drawn dashed, residual nets solid; one colour per depth.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    for i, (label, stds) in enumerate(series.items()):
+        style = dict(
+            color=plt.get_cmap("tab10")(i % 10), ls="--" if label.lower().startswith("plain") else "-"
+        )
+        top.plot(range(1, len(stds) + 1), stds, label=label, marker=".", **style)
+        bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), label=label, **style)
+    top.set_title("in layer order")
+    top.set_xlabel("layer index (3x3 convs, input to output)")
+    bottom.set_title("sorted by magnitude")
+    bottom.set_xlabel("layer rank (largest first)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std of response after BN")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def gradient_norms(panels: Sequence[tuple[str, dict[str, Sequence[float]]]], path: Path, title: str) -> Path:
+    """Per-layer weight-gradient norms on a log axis, one panel per moment (e.g. init, after K)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (panel_title, series) in zip(axes[0], panels, strict=True):
+        styles = _styles(list(series))
+        for label, norms in series.items():
+            ax.plot(range(1, len(norms) + 1), norms, marker=".", label=label, **styles[label])
+        ax.set_yscale("log")
+        ax.set_title(panel_title)
+        ax.set_xlabel("layer index (conv and fc weights, input to output)")
+        ax.set_ylabel("L2 norm of weight gradient (log scale)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def identity_error(
+    ks: Sequence[int], series: dict[str, Sequence[float]], path: Path, title: str, unit: str
+) -> Path:
+    """Remaining error of learning the identity against the number of stacked blocks K (log y)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, errors) in enumerate(series.items()):
+        ls = "--" if label.lower().startswith("plain") else "-"
+        ax.plot(ks, errors, ls=ls, marker="o", label=label, color=f"C{i}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(ks), [str(k) for k in ks])
+    ax.set_yscale("log")
+    ax.set_xlabel("K (blocks stacked)")
+    ax.set_ylabel(unit)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)
+
+
+def bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    path: Path,
+    title: str,
+    ylabel: str,
+    errors: Sequence[float] | None = None,
+    reference: Sequence[float | None] | None = None,
+    reference_label: str = "paper",
+) -> Path:
+    """A bar per label (with optional +- error bars) and optional reference markers (e.g. the paper)."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(labels) + 2), 4.2))
+    x = range(len(labels))
+    ax.bar(x, values, yerr=errors, capsize=4, color="C0", label="ours")
+    if reference is not None:
+        pts = [(i, r) for i, r in enumerate(reference) if r is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), "D", color="C3", ms=8, label=reference_label)
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), list(labels))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _save(fig, path)

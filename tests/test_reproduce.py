@@ -1,0 +1,307 @@
+"""Tiny end-to-end runs of every `resnetlab reproduce` command, `resnetlab report`, and the verdict logic."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetlab.cli import main
+from resnetlab.experiments import budget, common, degradation, identity
+from resnetlab.experiments.common import Net, Options, Stat
+from resnetlab.models import ResNet
+from resnetlab.report import Verdict
+
+TINY = [
+    "--dataset",
+    "synthetic:256,128,16,10",
+    "--budget-iterations",
+    "10",
+    "--batch-size",
+    "32",
+    "--evals",
+    "1",
+    "--eval-limit",
+    "64",
+    "--quiet",
+]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _reproduce(out: Path, *args: str) -> int:
+    return main(["reproduce", *args, "--out", str(out), *TINY])
+
+
+def _check_report(out: Path, experiment: str, printed: str) -> dict:
+    """Files written, figures non-empty PNGs, the verdicts printed and in both reports."""
+    record = json.loads((out / f"{experiment}.json").read_text())
+    verdicts = record["results"]["verdicts"]
+    assert verdicts
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    for v in verdicts:
+        assert v["mark"] in ("REPRODUCED", "NOT REPRODUCED", "INCONCLUSIVE")
+        assert f"**{v['mark']}**: {v['text']}" in md
+        assert f"{v['mark']}: {v['text']}" in printed
+    assert "report.md" in printed
+    assert "FAR below the paper's schedule" in md
+    assert record["command"] and record["torch_version"] == torch.__version__
+    for fig in (out / "figures").glob("*.png"):
+        data = fig.read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000
+        assert f"figures/{fig.name}" in md
+    assert page.count("data:image/png;base64,") == md.count("![")
+    assert "http://" not in page and "https://" not in page  # self-contained
+    return record
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A folder where degradation has run (plain and residual nets of depth 8 and 14), and its output."""
+    folder = tmp_path_factory.mktemp("reproduce")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert _reproduce(folder, "degradation", "--depths", "8,14") == 0
+    return folder, printed.getvalue()
+
+
+@pytest.fixture
+def out(demo: tuple[Path, str]) -> Path:
+    return demo[0]
+
+
+@pytest.mark.slow
+def test_degradation_end_to_end(demo: tuple[Path, str]) -> None:
+    out, printed = demo
+    record = _check_report(out, "degradation", printed)
+    assert record["budget"]["iterations"] == 10
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [f"{k}-{d}-10it-seed0" for k in ("plain", "resnet") for d in (14, 8)]
+    for run in runs:
+        assert (out / "runs" / run / "summary.json").is_file()
+    assert {p.name for p in (out / "figures").iterdir()} >= {"degradation-fig1.png", "degradation-fig6.png"}
+    texts = " ".join(v["text"] for v in record["results"]["verdicts"])
+    assert "degradation" in texts and "residual" in texts
+    table = record["results"]["tables"][0]
+    assert [row[0] for row in table["rows"]] == ["plain-8", "plain-14", "ResNet-8", "ResNet-14"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("experiment", "args", "figure"),
+    [
+        ("responses", ["--depths", "8,14", "--test-images", "64"], "responses-fig7.png"),
+        ("gradients", ["--depths", "8,14", "--batches", "1"], "gradients.png"),
+        (
+            "identity",
+            [
+                "--depths",
+                "8,14",
+                "--ks",
+                "1,2",
+                "--steps",
+                "15",
+                "--inputs",
+                "images",
+                "--train-images",
+                "64",
+            ],
+            "identity-vs-k.png",
+        ),
+        ("shortcuts", ["--depth", "8"], "shortcuts.png"),
+        ("cifar-table", ["--depths", "8,14"], "cifar-table.png"),
+    ],
+)
+def test_every_command_end_to_end(
+    out: Path, experiment: str, args: list[str], figure: str, capsys: pytest.CaptureFixture
+) -> None:
+    capsys.readouterr()
+    assert _reproduce(out, experiment, *args) == 0
+    _check_report(out, experiment, capsys.readouterr().out)
+    assert (out / "figures" / figure).is_file()
+    assert (out / "degradation.json").is_file()  # one folder, one report with every section
+    assert "## Degradation" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_finished_runs_are_reused_and_report_redraws_without_training(
+    out: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def no_training(config):
+        raise AssertionError(f"trained {config.out} again")
+
+    runs = [*(out / "runs").glob("*/checkpoint.pt"), *(out / "runs").glob("*/metrics.jsonl")]
+    stamps = {p: p.stat().st_mtime_ns for p in runs}
+    assert len(stamps) >= 2 * 4  # at least degradation's four nets
+    assert _reproduce(out, "degradation", "--depths", "8,14") == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    monkeypatch.setattr("resnetlab.experiments.common.train", no_training)
+    for path in [out / "report.md", out / "report.html", *(out / "figures").glob("*.png")]:
+        path.unlink()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    _check_report(out, "degradation", capsys.readouterr().out)
+    assert (out / "figures" / "degradation-fig6.png").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["reproduce", "degradation", "--depths", "9", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("resnetlab: error:") and "6n+2" in err and "\n" not in err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no reproduction records" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "shortcuts", "--budget-iterations", "5", "--budget-minutes", "1"])
+    assert exc.value.code == 2
+
+
+# ---- verdicts on hand-made numbers ------------------------------------------------------------
+
+
+def _result(depth: int, residual: bool, train: float, test: float) -> degradation.Result:
+    return degradation.Result(Net(depth, residual), Stat.of([train]), Stat.of([test]), 1000)
+
+
+def _table(p20: float, p56: float, r20: float, r56: float) -> dict:
+    rows = [(20, False, p20), (56, False, p56), (20, True, r20), (56, True, r56)]
+    return {Net(d, r): _result(d, r, e, e + 0.05) for d, r, e in rows}
+
+
+def test_degradation_verdicts_reproduced() -> None:
+    v = degradation.verdicts(_table(0.48, 0.62, 0.46, 0.41), iterations=400)
+    assert v[0] == Verdict("plain-56 training error 62.00% > plain-20 48.00%: degradation reproduced", True)
+    assert v[1] == Verdict(
+        "ResNet-56 training error 41.00% < plain-56 62.00%: residual learning fixes it", True
+    )
+    assert v[2].holds is True and "deeper ResNet trains better" in v[2].text
+    assert v[3].holds is True and "test error 67.00% > plain-20 53.00%" in v[3].text
+
+
+def test_degradation_verdicts_not_reproduced() -> None:
+    v = degradation.verdicts(_table(0.50, 0.45, 0.46, 0.47), iterations=400)
+    assert v[0] == Verdict(
+        "plain-56 training error 45.00% < plain-20 50.00%: degradation not reproduced", False
+    )
+    assert v[1].holds is False and "residual fix not reproduced" in v[1].text
+    assert v[2].holds is None and "cannot test" in v[2].text  # a 400-iteration budget
+    long = degradation.verdicts(_table(0.50, 0.45, 0.46, 0.47), iterations=64000)
+    assert long[2].holds is False and "not reproduced" in long[2].text
+
+
+def test_differences_within_noise_are_not_called_reproduced() -> None:
+    v = degradation.verdicts(_table(0.480, 0.485, 0.46, 0.41), iterations=400)
+    assert v[0].holds is False and "within noise" in v[0].text
+    noisy = Stat.of([0.40, 0.60])  # mean 0.5, std 0.14
+    assert not common.clearly_above(noisy, Stat.of([0.45]))
+    assert common.clearly_above(Stat.of([0.70, 0.71]), Stat.of([0.45, 0.46]))
+
+
+def test_final_train_error_averages_the_last_tenth() -> None:
+    rows = [
+        {"kind": "train", "iteration": i, "train_error": e}
+        for i, e in ((10, 0.9), (90, 0.5), (95, 0.3), (100, 0.2))
+    ]
+    rows.insert(2, {"kind": "eval", "iteration": 90, "top1_error": 0.1})
+    assert common.final_train_error(rows) == pytest.approx(0.25)  # iterations 95 and 100 are past 90
+
+
+def test_shortcut_verdicts() -> None:
+    from resnetlab.experiments import shortcuts
+
+    res = {
+        "plain": _result(20, False, 0.5, 0.30),
+        "A": degradation.Result(Net(20, True, "A"), Stat.of([0.4]), Stat.of([0.20]), 1),
+        "B": degradation.Result(Net(20, True, "B"), Stat.of([0.4]), Stat.of([0.25]), 1),
+        "C": degradation.Result(Net(20, True, "C"), Stat.of([0.4]), Stat.of([0.245]), 1),
+    }
+    v = shortcuts.verdicts(res)
+    assert v[0].holds is True
+    assert v[1].holds is False and "reversed" in v[1].text  # B worse than A
+    assert v[2].holds is None  # C vs B: 0.5 points apart, within MIN_GAP
+
+
+# ---- the construction argument ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_deepen_adds_exact_identity_blocks(residual: bool) -> None:
+    torch.manual_seed(0)
+    shallow = ResNet(layers=(1, 1, 1), widths=(4, 8, 8), residual=residual)
+    shallow.train()
+    for _ in range(3):  # non-trivial BN running statistics
+        shallow(torch.randn(8, 3, 8, 8))
+    shallow.eval()
+    deep = identity.deepen(shallow, 20)
+    assert deep.config["layers"] == [3, 3, 3] and deep.config["residual"] == residual
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(deep(x), shallow(x), atol=1e-5)
+    if residual:  # zero-gamma residual blocks are the identity in training mode too
+        with torch.no_grad():
+            assert torch.allclose(deep.train()(x), shallow.train()(x), atol=1e-5)
+
+
+def test_identity_learning_residual_beats_plain() -> None:
+    errors = {}
+    for residual in (False, True):
+        torch.manual_seed(0)
+        source = identity.MapSource(width=4, size=4, seed=1)
+        errors[residual] = identity.learn_identity(
+            identity.stack(2, 4, residual), source, 60, torch.device("cpu")
+        )
+    assert errors[True] < errors[False]
+
+
+def test_time_budget_is_planned_once_and_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(budget, "plan_iterations", lambda opts, nets, started: calls.append(1) or 123)
+    opts = Options(out=tmp_path, dataset="synthetic", budget_minutes=2.0)
+    nets = degradation.nets_for((8, 14))
+    assert budget.resolve_iterations(opts, nets, default=5) == 123
+    assert budget.resolve_iterations(opts, list(reversed(nets)), default=5) == 123
+    assert len(calls) == 1
+    assert budget.resolve_iterations(Options(out=tmp_path, budget_iterations=7), nets, default=5) == 7
+    assert budget.resolve_iterations(Options(out=tmp_path), nets, default=5) == 5
+
+
+def test_time_budget_measures_this_machine(tmp_path: Path) -> None:
+    opts = Options(
+        out=tmp_path, dataset="synthetic:256,64,16,10", batch_size=32, evals=1, eval_limit=32, quiet=True
+    )
+    small = budget.plan_iterations(
+        Options(**{**opts.__dict__, "budget_minutes": 0.5}), degradation.nets_for((8,))
+    )
+    large = budget.plan_iterations(
+        Options(**{**opts.__dict__, "budget_minutes": 2.0}), degradation.nets_for((8,))
+    )
+    assert 10 <= small < large
+    with pytest.raises(common.UserError, match="budget-minutes"):
+        budget.plan_iterations(
+            Options(**{**opts.__dict__, "budget_minutes": 0.01}), degradation.nets_for((8,))
+        )
+
+
+def test_fresh_net_has_the_runs_initial_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # gradients "at initialisation" rebuild the net with the run's seed; the engine must build the same.
+    import resnetlab.engine.trainer as trainer
+
+    built = {}
+    create = trainer.create_model
+
+    def capture(*args, **kwargs):
+        model = create(*args, **kwargs)
+        built["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return model
+
+    monkeypatch.setattr(trainer, "create_model", capture)
+    opts = Options(out=tmp_path, dataset="synthetic:64,32,8,10", batch_size=16, evals=0, quiet=True)
+    net = Net(8, False)
+    trainer.train(common.train_config(opts, net, 1, seed=3))
+    torch.manual_seed(3)
+    fresh = net.build(10).state_dict()
+    assert all(torch.equal(fresh[k], v) for k, v in built["state"].items())
