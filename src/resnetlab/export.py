@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from resnetlab.atomic import atomic_path
 from resnetlab.engine.checkpoint import atomic_write, atomic_write_text
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
@@ -104,14 +104,6 @@ def export_onnx(ckpt: dict[str, Any], out: Path) -> Path:
         verbose=False,
     )
     program.model.metadata_props["resnetlab_config"] = json.dumps(export_config(ckpt))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        program.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        program.save(str(tmp))
     return out

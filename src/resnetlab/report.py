@@ -12,6 +12,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resnetlab.atomic import write_file
+
 PAPER_ITERATIONS = 64_000  # the paper's CIFAR schedule: stop at 64k iterations of batch 128 (Sec. 4.2)
 
 
@@ -83,12 +85,8 @@ def budget_note(iterations: int) -> str:
 
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a synced temporary file and a rename (never half-written)."""
-    from resnetlab.engine.checkpoint import atomic_write as write_atomically
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    write_atomically(path, lambda f: f.write(raw))
-    path.chmod(0o644)  # a report is for reading; the temporary file was private
+    write_file(path, data)
 
 
 def _md_table(table: Table) -> list[str]:

@@ -8,17 +8,15 @@ crash or Ctrl-C leaves either the old file, the new one, or nothing: never a tru
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
+from resnetlab.atomic import atomic_open
 from resnetlab.errors import UserError
 
 ENV_DATA_DIR = "RESNETLAB_DATA_DIR"
@@ -45,33 +43,6 @@ def ensure_dir(path: Path) -> Path:
             f"pass --data-dir DIR or set {ENV_DATA_DIR} to a writable directory"
         ) from None
     return path
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it onto ``path``.
-
-    On any exception (including KeyboardInterrupt) the temporary file is removed and ``path`` is
-    left exactly as it was.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_tensors(path: Path, obj: dict[str, Any]) -> bool:

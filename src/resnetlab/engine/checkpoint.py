@@ -6,15 +6,14 @@ code from the file: a checkpoint that holds any other pickled object is refused,
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from resnetlab.atomic import atomic_open, write_file
 from resnetlab.errors import UserError
 
 FORMAT_VERSION = 1
@@ -23,41 +22,14 @@ REQUIRED_KEYS = ("model", "model_name", "model_config", "classes", "normalizer",
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temp file in the same directory, fsync it, then rename over ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a half-written file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Call ``write`` on a temporary file that atomically replaces ``path`` when it succeeds."""
+    with atomic_open(path) as f:
+        write(f)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write` for text (UTF-8)."""
-    atomic_write(path, lambda f: f.write(text.encode()))
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    write_file(path, text)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -54,7 +54,9 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
     # warn_only: a few CUDA kernels (the backward of the global average pool) have no deterministic
     # version and would otherwise stop the run; on the CPU every op used here is deterministic.
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # Only when it changes: the call imports torch._dynamo, about 7 s of start-up on 2 cores.
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     torch.manual_seed(seed)
