@@ -154,3 +154,15 @@ def test_split_train_val_is_a_fixed_disjoint_partition():
     assert [len(s) for s in split_train_val(cifar_sized)] == [45_000, 5_000]  # the paper's split
     with pytest.raises(UserError, match="validation size"):
         split_train_val(data, val_size=100)
+
+
+def test_partial_evaluation_of_class_sorted_data_sees_every_class() -> None:
+    # Image folders load sorted by class; a partial evaluation (eval_limit) must still be a fair
+    # sample, not the first class only (a bug the first real-data demo showed).
+    labels = torch.arange(10).repeat_interleave(100)
+    data = ImageSet(torch.zeros(1000, 3, 4, 4, dtype=torch.uint8), labels)
+    batches = TensorBatches(data, 100, Normalizer.fit(data.images), train=False)
+    _, first = next(batches.epoch(0))
+    assert len(first.unique()) == 10
+    again = torch.cat([y for _, y in batches.epoch(0)])
+    assert torch.equal(again.sort().values, labels)

@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import functional as F
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.datasets import DatasetSplits
 from resnetlab.data.folder import decode_rgb, describe, scan_image_folder
-from resnetlab.data.loader import Batch, _seeded
+from resnetlab.data.loader import EVAL_ORDER_SEED, Batch, _seeded
 from resnetlab.errors import UserError
 
 CROP = 224
@@ -168,7 +168,8 @@ class StreamBatches:
     """The :class:`~resnetlab.data.loader.Batches` of an ImageNet-style split, decoded by workers.
 
     Train: a seeded shuffle per epoch, full batches only, each rank a contiguous slice of every
-    global batch. Eval: every image once in order, each rank a strided share (as TensorBatches).
+    global batch. Eval: every image once in a fixed shuffled order, each rank a strided share
+    (as TensorBatches).
     """
 
     def __init__(
@@ -207,7 +208,9 @@ class StreamBatches:
     def _keys(self, epoch: int, start: int) -> list[list[tuple[int, int]]]:
         """This rank's (epoch, index) keys for batches ``start`` .. end of ``epoch``."""
         n = len(self.split)
-        order = torch.randperm(n, generator=_seeded(self.seed, epoch)) if self.train else torch.arange(n)
+        # Eval uses one fixed shuffle (as TensorBatches) so a partial evaluation is not one class.
+        seed = (self.seed, epoch) if self.train else (EVAL_ORDER_SEED,)
+        order = torch.randperm(n, generator=_seeded(*seed))
         local = self.batch_size // self.world_size
         out = []
         for step in range(start, self.batches_per_epoch):

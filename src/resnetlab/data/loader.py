@@ -17,6 +17,7 @@ import torch
 from resnetlab.data.augment import Normalizer, apply_crop_flip, draw_crop_flip
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+EVAL_ORDER_SEED = 20151210  # the paper's arXiv date: any fixed value, so every run evaluates alike
 
 
 @dataclass
@@ -63,7 +64,8 @@ class TensorBatches:
     """Batches of an :class:`ImageSet` held on ``device``, with the paper's CIFAR augmentation.
 
     Training: a fresh shuffle each epoch, full batches only (the paper counts iterations of 128),
-    pad-4 random crop and flip when ``augment``. Evaluation: every image once, in order, unaugmented.
+    pad-4 random crop and flip when ``augment``. Evaluation: every image once, unaugmented, in one
+    fixed shuffled order (so any prefix is a fair sample).
     With ``world_size`` > 1 each rank yields its own contiguous slice of every global batch.
     """
 
@@ -102,7 +104,9 @@ class TensorBatches:
 
     def _order(self, epoch: int) -> torch.Tensor:
         if not self.train:
-            return torch.arange(self.images.shape[0])
+            # A fixed shuffle, the same for every run: image folders are sorted by class, so the
+            # first batches in file order would make a partial evaluation (eval_limit) one class.
+            return torch.randperm(self.images.shape[0], generator=_seeded(EVAL_ORDER_SEED))
         return torch.randperm(self.images.shape[0], generator=_seeded(self.seed, epoch))
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
