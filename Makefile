@@ -25,11 +25,12 @@ test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests benchmarks hubconf.py
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q
 
+# PASSIVE: OpenMP threads sleep instead of spinning, which keeps timings sane on a shared machine.
 bench: $(VENV)/.installed-dev
-	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run_all.py
 
 bench-quick: $(VENV)/.installed-dev
-	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py --quick
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
