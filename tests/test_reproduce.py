@@ -305,3 +305,16 @@ def test_fresh_net_has_the_runs_initial_weights(tmp_path: Path, monkeypatch: pyt
     torch.manual_seed(3)
     fresh = net.build(10).state_dict()
     assert all(torch.equal(fresh[k], v) for k, v in built["state"].items())
+
+
+def test_response_verdicts_call_a_small_gap_in_a_short_run_inconclusive() -> None:
+    from resnetlab.experiments import responses
+    from resnetlab.experiments.common import Net
+
+    plain, res = Net(8, False), Net(8, True)
+    slightly_smaller = responses.verdicts({plain: [0.895], res: [0.870]}, iterations=228)
+    assert slightly_smaller[0].holds is None and "too short" in slightly_smaller[0].text
+    clearly_smaller = responses.verdicts({plain: [1.0], res: [0.8]}, iterations=228)
+    assert clearly_smaller[0].holds is True
+    clearly_larger = responses.verdicts({plain: [0.8], res: [1.0]}, iterations=228)
+    assert clearly_larger[0].holds is False
