@@ -318,3 +318,16 @@ def test_response_verdicts_call_a_small_gap_in_a_short_run_inconclusive() -> Non
     assert clearly_smaller[0].holds is True
     clearly_larger = responses.verdicts({plain: [0.8], res: [1.0]}, iterations=228)
     assert clearly_larger[0].holds is False
+
+
+def test_shortcut_verdict_against_plain_within_noise_is_inconclusive_and_a_loss_is_not_reproduced() -> None:
+    from resnetlab.experiments import shortcuts
+
+    def option(o: str, test: float) -> degradation.Result:
+        return degradation.Result(Net(8, True, o), Stat.of([0.6]), Stat.of([test]), 1)
+
+    close = {"plain": _result(8, False, 0.6, 0.7009), "A": option("A", 0.6946), "B": option("B", 0.6887)}
+    assert shortcuts.verdicts(close)[0].holds is None
+    lost = {"plain": _result(8, False, 0.6, 0.60), "A": option("A", 0.70), "B": option("B", 0.50)}
+    first = shortcuts.verdicts(lost)[0]
+    assert first.holds is False and "option A is worse" in first.text
