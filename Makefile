@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= cifar10
 DEMO_OUT ?= runs/demo
+TTA_MINUTES ?= 40
 
 .PHONY: demo test lint bench bench-quick clean
 
@@ -27,7 +28,7 @@ test: $(VENV)/.installed-dev
 
 # PASSIVE: OpenMP threads sleep instead of spinning, which keeps timings sane on a shared machine.
 bench: $(VENV)/.installed-dev
-	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run_all.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run_all.py --tta-minutes $(TTA_MINUTES)
 
 bench-quick: $(VENV)/.installed-dev
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run_all.py --quick

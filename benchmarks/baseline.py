@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from common import alternate, median
+from common import alternate, median, train_setup
 from resnetlab.models import create_model
 
 
@@ -91,11 +91,9 @@ class BaselineTrain:
         std: tuple[float, ...],
         seed: int = 0,
     ) -> None:
-        torch.manual_seed(seed)
         self.device = device
         self.worker_pids = multiprocessing.Array("i", max(workers, 1))  # filled in by each worker
-        self.model = create_model(model_name).to(device).train()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        self.model, self.optimizer = train_setup(model_name, device, seed)
         dataset = PILImages(images, labels, train_transform(images.shape[-1], mean, std))
         self.loader = DataLoader(
             dataset,

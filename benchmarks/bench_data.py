@@ -32,11 +32,11 @@ from common import (
     print_table,
     save_json,
     setup,
+    train_setup,
 )
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.folder import load_folder
 from resnetlab.data.loader import ImageSet, TensorBatches
-from resnetlab.models.zoo import create_model
 
 TARGET_RATIO = 20.0
 TARGET_LOAD_S = 2.0
@@ -61,9 +61,7 @@ def batch_runner(device: torch.device, per_block: int) -> Any:
 
 def step_runner(device: torch.device) -> Any:
     """A callable that runs one ResNet-20 SGD training step on a batch of 128."""
-    torch.manual_seed(0)
-    model = create_model("resnet20").to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model, optimizer = train_setup("resnet20", device)
     x = torch.randn(BATCH, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (BATCH,), device=device)
 

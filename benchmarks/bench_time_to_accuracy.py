@@ -58,24 +58,25 @@ RECIPES = {
 def crossings(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, Any] | None]:
     """For each threshold, the first evaluation of ``split`` that reached it (None if none did).
 
-    ``time_s`` is wall time since the start of the run; ``train_time_s`` leaves out the time of the
-    evaluations up to that point (an evaluation's duration is its ``time_s`` minus that of the
-    training row logged at the same iteration, which the trainer writes just before it).
+    ``time_s`` is wall time since the start of the run, evaluations included. ``train_time_s`` leaves
+    out every evaluation up to that point (their ``eval_s``); it is None for runs whose metrics
+    predate ``eval_s``.
     """
-    train_time = {r["iteration"]: r["time_s"] for r in rows if r["kind"] == "train"}
-    spent, found = 0.0, {}
+    spent: float | None = 0.0
+    found: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r["kind"] != "eval" or r["split"] != split:
+        if r["kind"] != "eval":
             continue
-        if r["iteration"] in train_time:
-            spent += max(0.0, r["time_s"] - train_time[r["iteration"]])
+        spent = None if spent is None or "eval_s" not in r else spent + r["eval_s"]
+        if r["split"] != split:
+            continue
         accuracy = 1.0 - r["top1_error"]
         for t in THRESHOLDS:
             key = f"{100 * t:.0f}%"
             if key not in found and accuracy >= t:
                 found[key] = {
                     "time_s": r["time_s"],
-                    "train_time_s": r["time_s"] - spent,
+                    "train_time_s": None if spent is None else r["time_s"] - spent,
                     "iteration": r["iteration"],
                     "epoch": r["epoch"],
                     "accuracy": accuracy,
@@ -164,9 +165,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cells = [f"{r['recipe']} ({r['budget_minutes']:g} min)", f"{100 * r['final_test_accuracy']:.2f}"]
         for key in (f"{100 * t:.0f}%" for t in THRESHOLDS):
             hit = r["reached"][key]
-            cells.append(
-                "not reached" if hit is None else f"{hit['time_s'] / 60:.1f} ({hit['train_time_s'] / 60:.1f})"
-            )
+            if hit is None:
+                cells.append("not reached")
+            else:
+                train_time = "-" if hit["train_time_s"] is None else f"{hit['train_time_s'] / 60:.1f}"
+                cells.append(f"{hit['time_s'] / 60:.1f} ({train_time}) at epoch {hit['epoch']:.0f}")
         table.append(cells)
     print_table(
         f"Time to test accuracy, ResNet-20 on {args.dataset}: minutes of wall time (without evaluations)",

@@ -43,6 +43,7 @@ from common import (
     print_table,
     save_json,
     setup,
+    train_setup,
 )
 from resnetlab.analysis.counts import count_macs
 from resnetlab.data.augment import Normalizer
@@ -107,10 +108,8 @@ class OursTrain:
         seed: int = 0,
         checkpoint_activations: bool = False,
     ) -> None:
-        torch.manual_seed(seed)
-        model = create_model(model_name).to(device).train()
+        model, optimizer = train_setup(model_name, device, seed)
         model.checkpoint_activations = checkpoint_activations
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         self.step = TrainStep(
             model,
             optimizer,
@@ -125,15 +124,11 @@ class OursTrain:
         data = ImageSet(images, labels)
         batches = TensorBatches(data, batch_size, normalizer, train=True, device=device, seed=seed)
         self.batches = forever(batches.epoch)
-        self.nchw = not settings.channels_last
 
     def run(self, steps: int) -> None:
-        """``steps`` training steps, each drawing and augmenting its batch."""
+        """``steps`` training steps, each drawing and augmenting its batch (TrainStep fixes its layout)."""
         for _ in range(steps):
-            x, y = next(self.batches)
-            # The on-device crop leaves the batch channels_last-strided; an NCHW run must get NCHW
-            # (TrainStep only converts towards channels_last), or the convs run in mixed layouts.
-            self.step.step(x.contiguous() if self.nchw else x, y)
+            self.step.step(*next(self.batches))
 
 
 def _plan(quick: bool, device: torch.device, size: int) -> dict[str, int]:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from resnetlab.models import create_model
+
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 RESULTS_DIR = REPO / "bench-results"
@@ -239,3 +241,13 @@ def save_json(path: Path, data: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def train_setup(
+    model_name: str, device: torch.device, seed: int = 0
+) -> tuple[torch.nn.Module, torch.optim.SGD]:
+    """The net in train mode and its SGD (lr 0.1, momentum 0.9, weight decay 1e-4), the same for every
+    pipeline: seeded alike, so each side starts from the same weights."""
+    torch.manual_seed(seed)
+    model = create_model(model_name).to(device).train()
+    return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

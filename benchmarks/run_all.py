@@ -1,11 +1,13 @@
 """Run every benchmark, print one summary table against the targets, save JSON under bench-results/.
 
-``make bench`` runs ``python benchmarks/run_all.py`` (everything, including the hours-long
-time-to-accuracy runs last); ``make bench-quick`` adds ``--quick`` (fewer steps, smaller CPU batches,
-no torch.compile on CPU, time-to-accuracy skipped; under 10 minutes on 2 cores). Each benchmark runs
+``make bench`` runs ``python benchmarks/run_all.py --tta-minutes 40`` (everything, the
+time-to-accuracy trainings last, each with that budget); ``make bench-quick`` adds ``--quick``
+(fewer steps, smaller CPU batches, no torch.compile on CPU, time-to-accuracy skipped; under 10
+minutes on 2 cores). Each benchmark runs
 even when another fails; a failure is shown in the table and the exit code is 1.
 
-Usage: ``python benchmarks/run_all.py [--quick] [--threads N] [--device D] [--only a,b] [--skip a,b]``.
+Usage: ``python benchmarks/run_all.py [--quick] [--threads N] [--device D] [--only a,b] [--skip a,b]
+[--tta-minutes M]``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated from {BENCHMARKS}")
     parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    parser.add_argument(
+        "--tta-minutes",
+        default="40",
+        help="time-to-accuracy budget per run in minutes, comma-separated for several (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     device = setup(args)
     chosen = [b for b in args.only.split(",") if b and b not in args.skip.split(",")]
@@ -116,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # bench_data (written separately) sets its own threads and has no --device.
             extra = [] if name == "data" else common
-            data_args = ["--quick"] if (name == "data" and args.quick) else []
-            results[name] = _module_main(name)([*extra, *data_args, "--json", str(out_dir / f"{name}.json")])
+            own = {"data": ["--quick"] if args.quick else [], "tta": ["--max-minutes", args.tta_minutes]}
+            argv = [*extra, *own.get(name, []), "--json", str(out_dir / f"{name}.json")]
+            results[name] = _module_main(name)(argv)
         except Exception as exc:  # one broken benchmark must not hide the others' numbers
             traceback.print_exc()
             failures[name] = f"{type(exc).__name__}: {exc}"

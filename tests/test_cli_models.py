@@ -8,20 +8,11 @@ import sys
 
 import pytest
 
-from resnetlab.cli import main
+from cli_runner import run_cli
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse exits on its own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_summary_json_reports_resnet20_params_and_macs(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "summary", "resnet20", "--json")
+def test_summary_json_reports_resnet20_params_and_macs() -> None:
+    code, out, _ = run_cli(["summary", "resnet20", "--json"])
     data = json.loads(out)
     assert code == 0
     assert data["params"] == 269722 and data["macs"] == 40_551_040
@@ -30,15 +21,15 @@ def test_summary_json_reports_resnet20_params_and_macs(capsys: pytest.CaptureFix
     assert sum(s["params"] for s in data["stages"]) == data["params"]
 
 
-def test_summary_table_puts_paper_value_beside_ours(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "summary", "resnet50")
+def test_summary_table_puts_paper_value_beside_ours() -> None:
+    code, out, _ = run_cli(["summary", "resnet50"])
     assert code == 0
     assert "25,557,032" in out
     assert "paper multiply-adds: 3.800G (ours 3.858G, +1.5%, Table 1)" in out
 
 
-def test_models_lists_pattern_with_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "models", "resnet5*")
+def test_models_lists_pattern_with_counts() -> None:
+    code, out, _ = run_cli(["models", "resnet5*"])
     lines = out.strip().splitlines()
     assert code == 0 and [line.split()[0] for line in lines[1:]] == ["resnet56", "resnet50"]
     assert "0.85M" in lines[1] and "3.858G" in lines[2]
@@ -54,10 +45,8 @@ def test_models_lists_pattern_with_counts(capsys: pytest.CaptureFixture[str]) ->
         (["summary"], "the following arguments are required"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(
-    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
-) -> None:
-    code, _, err = run(capsys, *argv)
+def test_user_errors_are_one_line_exit_2(argv: list[str], message: str) -> None:
+    code, _, err = run_cli(argv)
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1

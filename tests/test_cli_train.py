@@ -9,24 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnetlab.cli import build_parser, main
+from cli_runner import run_cli
+from resnetlab.cli import build_parser
 from resnetlab.cli.train import EXIT_DIVERGED, build_config
 
 SYN = "synthetic:256,64,8,10"
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process: (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

@@ -7,22 +7,13 @@ import json
 import pytest
 import torch
 
-from resnetlab.cli import main
+from cli_runner import run_cli
 from resnetlab.engine import TrainConfig, train
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.export import export_onnx, load_safetensors
 from resnetlab.models import ResNet, create_model
 from resnetlab.recipes import get_recipe
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +30,8 @@ def run(tmp_path_factory):
     return train(config)
 
 
-def test_safetensors_and_config_rebuild_the_network(run, capsys):
-    code, out, err = run_cli(["export", str(run.out)], capsys)
+def test_safetensors_and_config_rebuild_the_network(run):
+    code, out, err = run_cli(["export", str(run.out)])
     assert code == 0, err
     weights, config_path = run.out / "resnet20.safetensors", run.out / "resnet20.json"
     assert weights.is_file() and config_path.is_file() and str(weights) in out
@@ -65,9 +56,9 @@ def test_safetensors_and_config_rebuild_the_network(run, capsys):
     assert torch.equal(mean, load_checkpoint(run.out)["normalizer"]["mean"])
 
 
-def test_export_to_a_chosen_path(run, tmp_path, capsys):
+def test_export_to_a_chosen_path(run, tmp_path):
     target = tmp_path / "release" / "net.safetensors"
-    code, _, err = run_cli(["export", str(run.out / "checkpoint.pt"), "--out", str(target)], capsys)
+    code, _, err = run_cli(["export", str(run.out / "checkpoint.pt"), "--out", str(target)])
     assert code == 0, err
     assert target.is_file() and (tmp_path / "release" / "net.json").is_file()
 
@@ -80,11 +71,11 @@ def test_export_to_a_chosen_path(run, tmp_path, capsys):
         (["{run}", "--out", "{file}/net.safetensors"], "cannot"),
     ],
 )
-def test_export_bad_inputs(run, tmp_path, capsys, args, fragment):
+def test_export_bad_inputs(run, tmp_path, args, fragment):
     a_file = tmp_path / "file"
     a_file.write_text("x")
     values = {"missing": tmp_path / "missing.pt", "run": run.out, "file": a_file}
-    code, _, err = run_cli(["export", *(a.format(**values) for a in args)], capsys)
+    code, _, err = run_cli(["export", *(a.format(**values) for a in args)])
     assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnetlab.cli import main
+from cli_runner import run_cli
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.datasets import synthetic
 from resnetlab.engine import TrainConfig, evaluate, train
@@ -22,15 +22,6 @@ from resnetlab.models import create_model
 from resnetlab.recipes import get_recipe
 
 DATA = "synthetic:256,64,16,10"
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +43,8 @@ def run(tmp_path_factory):
     return train(config)
 
 
-def test_eval_reports_and_saves_errors_and_confusion(run, tmp_path, capsys):
-    code, out, err = run_cli(["eval", str(run.out), "--out", str(tmp_path)], capsys)
+def test_eval_reports_and_saves_errors_and_confusion(run, tmp_path):
+    code, out, err = run_cli(["eval", str(run.out), "--out", str(tmp_path)])
     assert code == 0, err
     record = json.loads((tmp_path / "eval-test.json").read_text())
     assert (tmp_path / "confusion-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -68,18 +59,16 @@ def test_eval_reports_and_saves_errors_and_confusion(run, tmp_path, capsys):
     assert "top-1 error" in out and "confusion matrix" in out and "class9" in out
 
 
-def test_eval_on_the_runs_validation_split(run, tmp_path, capsys):
-    code, _, err = run_cli(
-        ["eval", str(run.out / "checkpoint.pt"), "--split", "val", "--out", str(tmp_path)], capsys
-    )
+def test_eval_on_the_runs_validation_split(run, tmp_path):
+    code, _, err = run_cli(["eval", str(run.out / "checkpoint.pt"), "--split", "val", "--out", str(tmp_path)])
     assert code == 0, err
     record = json.loads((tmp_path / "eval-val.json").read_text())
     assert record["images"] == 64
     assert record["top1_error"] == pytest.approx(run.summary["final"]["val_top1_error"])
 
 
-def test_eval_ten_crop(run, tmp_path, capsys):
-    code, out, err = run_cli(["eval", str(run.out), "--ten-crop", "--out", str(tmp_path)], capsys)
+def test_eval_ten_crop(run, tmp_path):
+    code, out, err = run_cli(["eval", str(run.out), "--ten-crop", "--out", str(tmp_path)])
     assert code == 0, err
     record = json.loads((tmp_path / "eval-test-10crop.json").read_text())
     assert record["ten_crop"] and record["images"] == 64 and "10-crop" in out
@@ -118,13 +107,13 @@ def test_evaluate_averages_views_and_marks_empty_classes():
         (["--batch-size", "0"], "--batch-size"),
     ],
 )
-def test_eval_bad_inputs(run, tmp_path, capsys, args, fragment):
-    code, _, err = run_cli(["eval", str(run.out), "--out", str(tmp_path), *args], capsys)
+def test_eval_bad_inputs(run, tmp_path, args, fragment):
+    code, _, err = run_cli(["eval", str(run.out), "--out", str(tmp_path), *args])
     assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err
 
 
-def test_eval_missing_checkpoint(tmp_path, capsys):
-    code, _, err = run_cli(["eval", str(tmp_path / "nope.pt")], capsys)
+def test_eval_missing_checkpoint(tmp_path):
+    code, _, err = run_cli(["eval", str(tmp_path / "nope.pt")])
     assert code == 2 and "nope.pt" in err
 
 
@@ -133,10 +122,10 @@ def write_png(path: Path, image: torch.Tensor) -> Path:
     return path
 
 
-def test_predict_top5_from_the_checkpoint(run, tmp_path, capsys):
+def test_predict_top5_from_the_checkpoint(run, tmp_path):
     data = synthetic(256, 64, 16, 10).test
     paths = [write_png(tmp_path / f"img{i}.png", data.images[i]) for i in range(2)]
-    code, out, err = run_cli(["predict", str(run.out), *map(str, paths), "--json"], capsys)
+    code, out, err = run_cli(["predict", str(run.out), *map(str, paths), "--json"])
     assert code == 0, err
     results = [json.loads(line) for line in out.splitlines()]
     assert [r["image"] for r in results] == [str(p) for p in paths]
@@ -153,9 +142,9 @@ def test_predict_top5_from_the_checkpoint(run, tmp_path, capsys):
         assert top[0]["probability"] == pytest.approx(p[best].item(), abs=1e-5)
 
 
-def test_predict_resizes_other_sizes(run, tmp_path, capsys):
+def test_predict_resizes_other_sizes(run, tmp_path):
     big = write_png(tmp_path / "big.png", torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8))
-    code, out, err = run_cli(["predict", str(run.out), str(big)], capsys)
+    code, out, err = run_cli(["predict", str(run.out), str(big)])
     assert code == 0, err
     assert out.startswith(f"{big}:") and out.count("%") == 5
 
@@ -166,7 +155,7 @@ def test_imagenet_style_images_get_the_centre_crop(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["missing", "unreadable", "top-zero"])
-def test_predict_bad_inputs(run, tmp_path, capsys, kind):
+def test_predict_bad_inputs(run, tmp_path, kind):
     image = tmp_path / "x.png"
     extra = []
     if kind == "unreadable":
@@ -174,12 +163,12 @@ def test_predict_bad_inputs(run, tmp_path, capsys, kind):
     elif kind == "top-zero":
         write_png(image, torch.zeros(3, 16, 16, dtype=torch.uint8))
         extra = ["--top", "0"]
-    code, _, err = run_cli(["predict", str(run.out), str(image), *extra], capsys)
+    code, _, err = run_cli(["predict", str(run.out), str(image), *extra])
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert ("--top" in err) if kind == "top-zero" else (str(image) in err)
 
 
-def test_streamed_imagenet_style_folder_trains_and_evaluates_ten_crop(tmp_path, capsys):
+def test_streamed_imagenet_style_folder_trains_and_evaluates_ten_crop(tmp_path):
     """imagenet:PATH goes through the streaming loader: train, 10-crop eval and predict at 224x224."""
     rng = np.random.default_rng(0)
     for split, n in (("train", 8), ("val", 4)):
@@ -202,9 +191,9 @@ def test_streamed_imagenet_style_folder_trains_and_evaluates_ten_crop(tmp_path, 
     assert result.summary["final"]["split"] == "val" and result.summary["final"]["val_top1_error"] is not None
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["image_size"] == [224, 224] and ckpt["classes"] == ["cat", "dog"]
-    code, out, err = run_cli(["eval", str(tmp_path / "run"), "--ten-crop", "--batch-size", "4"], capsys)
+    code, out, err = run_cli(["eval", str(tmp_path / "run"), "--ten-crop", "--batch-size", "4"])
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "eval-val-10crop.json").read_text())["images"] == 8
     image = tmp_path / "val" / "cat" / "0.jpg"
-    code, out, err = run_cli(["predict", str(tmp_path / "run"), str(image), "--top", "2"], capsys)
+    code, out, err = run_cli(["predict", str(tmp_path / "run"), str(image), "--top", "2"])
     assert code == 0 and out.count("%") == 2, err

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from resnetlab.cli import main
+from resnetlab.engine.budget import Speed
 from resnetlab.experiments import budget, common, degradation, identity
 from resnetlab.experiments.common import Net, Options, Stat
 from resnetlab.models import ResNet
@@ -284,6 +285,23 @@ def test_time_budget_measures_this_machine(tmp_path: Path) -> None:
         budget.plan_iterations(
             Options(**{**opts.__dict__, "budget_minutes": 0.01}), degradation.nets_for((8,))
         )
+
+
+def test_time_budget_times_the_step_the_runs_take(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Timing an NCHW step for runs that train channels-last planned ~20% too few iterations.
+    timed = []
+
+    def fake_measure(step, *args):
+        timed.append(step.channels_last)
+        return Speed(step_s=0.01, eval_image_s=1e-4)
+
+    monkeypatch.setattr(budget, "measure_speed", fake_measure)
+    opts = Options(
+        out=tmp_path, dataset="synthetic:256,64,16,10", batch_size=32, budget_minutes=1.0, quiet=True
+    )
+    budget.plan_iterations(opts, degradation.nets_for((8,)))
+    run_config = common.train_config(opts, degradation.nets_for((8,))[0], 10, 0)
+    assert timed and all(t == run_config.channels_last for t in timed)
 
 
 def test_fresh_net_has_the_runs_initial_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

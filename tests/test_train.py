@@ -70,6 +70,7 @@ def test_run_directory_follows_the_contract(tmp_path):
         "kind", "iteration", "epoch", "lr", "train_loss", "train_error", "images_per_s", "time_s"
     }  # fmt: skip
     assert train_rows[-1]["epoch"] == pytest.approx(12 * 32 / 192)  # 192 = 256 - 64 held out
+    assert all(0 < r["eval_s"] < r["time_s"] for r in eval_rows)
     assert all(0 <= r["train_error"] <= 1 and r["images_per_s"] > 0 for r in train_rows)
     # lr divided by 10 at 32k/64k and 48k/64k of 12 iterations: steps 6 and 9 (0-based) onwards.
     assert [r["lr"] for r in train_rows] == pytest.approx([0.1, 0.1, 0.01, 0.001])

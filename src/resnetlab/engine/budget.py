@@ -59,13 +59,24 @@ def plan_iterations(
         per_iteration = speed.step_s
     else:
         per_iteration = speed.step_s + per_eval / eval_every
-    iterations = math.floor(left / per_iteration) if left > 0 else 0
-    if iterations < MIN_ITERATIONS:
-        raise UserError(
+    return fit_iterations(
+        left,
+        per_iteration,
+        lambda n: (
             f"--budget-minutes {budget_s / 60:g} is too short: at {speed.step_s:.3g} s per iteration "
-            f"(plus evaluations) it leaves {max(iterations, 0)} iterations; allow more minutes or give "
-            "--iterations"
-        )
+            f"(plus evaluations) it leaves {n} iterations; allow more minutes or give --iterations"
+        ),
+    )
+
+
+def fit_iterations(left_s: float, per_iteration_s: float, too_short: Callable[[int], str]) -> int:
+    """Whole iterations of ``per_iteration_s`` seconds that fit in ``left_s``.
+
+    Fewer than MIN_ITERATIONS is a user error, worded by ``too_short(iterations)``.
+    """
+    iterations = math.floor(left_s / per_iteration_s) if left_s > 0 else 0
+    if iterations < MIN_ITERATIONS:
+        raise UserError(too_short(iterations))
     return iterations
 
 

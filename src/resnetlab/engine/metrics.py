@@ -19,7 +19,9 @@ from resnetlab.engine.checkpoint import atomic_write_text
 from resnetlab.engine.distributed import DistContext, wide_float
 
 TRAIN_KEYS = ("kind", "iteration", "epoch", "lr", "train_loss", "train_error", "images_per_s", "time_s")
-EVAL_KEYS = ("kind", "iteration", "epoch", "split", "top1_error", "top5_error", "loss", "images", "time_s")
+EVAL_KEYS = (
+    "kind", "iteration", "epoch", "split", "top1_error", "top5_error", "loss", "images", "eval_s", "time_s"
+)  # fmt: skip
 CSV_COLUMNS = tuple(dict.fromkeys(TRAIN_KEYS + EVAL_KEYS))
 _NEVER = 2**62  # "no non-finite loss seen" for the min-reduction in FiniteGuard
 

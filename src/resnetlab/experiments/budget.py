@@ -9,12 +9,11 @@ comparison stays "same recipe, same schedule".
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import torch
 
-from resnetlab.engine.budget import MIN_ITERATIONS, SAFETY_MARGIN, measure_speed
+from resnetlab.engine.budget import SAFETY_MARGIN, fit_iterations, measure_speed
 from resnetlab.engine.data import load_run_data
 from resnetlab.engine.distributed import DistContext, device_name, select_device
 from resnetlab.engine.evaluate import evaluate
@@ -67,7 +66,7 @@ def plan_iterations(opts: Options, nets: list[Net], started: float | None = None
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         limit = 2 * data.eval.batch_size
         speed = measure_speed(
-            TrainStep(model, optimizer),
+            TrainStep(model, optimizer, channels_last=probe.channels_last),
             data.train,
             lambda m=model, lim=limit: evaluate(m, data.eval, device, len(data.classes), limit=lim)["images"],
             budget_s / len(nets),
@@ -77,13 +76,15 @@ def plan_iterations(opts: Options, nets: list[Net], started: float | None = None
         step_s += speed.step_s * opts.seeds
         fixed_s += (evaluated * speed.eval_image_s + RUN_OVERHEAD_S) * opts.seeds
     left = budget_s * (1 - SAFETY_MARGIN) - (time.perf_counter() - started) - fixed_s
-    iterations = math.floor(left / step_s) if left > 0 else 0
-    if iterations < MIN_ITERATIONS:
-        raise UserError(
-            f"--budget-minutes {opts.budget_minutes:g} leaves {max(iterations, 0)} iterations per run for "
+    iterations = fit_iterations(
+        left,
+        step_s,
+        lambda n: (
+            f"--budget-minutes {opts.budget_minutes:g} leaves {n} iterations per run for "
             f"{len(nets) * opts.seeds} runs on {device_name(device)}; allow more minutes, fewer depths or "
             "seeds, or give --budget-iterations"
-        )
+        ),
+    )
     if not opts.quiet:
         print(f"budget {opts.budget_minutes:g} min -> {iterations} iterations per run", flush=True)
     return iterations

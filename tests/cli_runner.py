@@ -1,0 +1,19 @@
+"""Run the resnetlab CLI in-process for the tests: its exit code and what it printed."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+from resnetlab.cli import main
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``resnetlab ARGS``; argparse's own exits count as exit codes."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
