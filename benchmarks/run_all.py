@@ -3,8 +3,8 @@
 ``make bench`` runs ``python benchmarks/run_all.py --tta-minutes 40`` (everything, the
 time-to-accuracy trainings last, each with that budget); ``make bench-quick`` adds ``--quick``
 (fewer steps, smaller CPU batches, no torch.compile on CPU, time-to-accuracy skipped; under 10
-minutes on 2 cores). Each benchmark runs
-even when another fails; a failure is shown in the table and the exit code is 1.
+minutes on 2 cores). Each benchmark runs even when another fails; a failure is shown in the table
+and the exit code is 1.
 
 Usage: ``python benchmarks/run_all.py [--quick] [--threads N] [--device D] [--only a,b] [--skip a,b]
 [--tta-minutes M]``.
