@@ -35,6 +35,7 @@ from resnetlab.engine.runlock import RunLock
 from resnetlab.engine.schedules import LRSchedule
 from resnetlab.engine.state import checkpoint_state, model_from_checkpoint, restore_state
 from resnetlab.engine.step import TrainStep
+from resnetlab.engine.testhook import stop_if_asked
 from resnetlab.errors import UserError
 from resnetlab.models import ResNet, create_model
 
@@ -255,6 +256,7 @@ class _Trainer:
                 )
         if it % c.checkpoint_every == 0 or it == c.iterations:
             self._checkpoint()
+        stop_if_asked(it)
 
     def _epoch_float(self) -> float:
         return self.iteration / self.data.train.batches_per_epoch
