@@ -164,4 +164,3 @@ def test_another_model_is_not_trained_into_a_run_directory_without_overwrite(tmp
 
     assert train_cli(out, "--model", "resnet32", *RUN, "--overwrite") == (0, "")
     assert yaml.safe_load((out / "config.yaml").read_text())["model"] == "resnet32"
-
