@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import torch
 
 from resnetlab.engine import TrainConfig, train
 from resnetlab.engine import trainer as trainer_mod
-from resnetlab.engine.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint, save_checkpoint
+from resnetlab.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from resnetlab.engine.runlock import LOCK_NAME, RunLock
+from resnetlab.engine.testhook import STOP_AT as STOP_AT_ENV
 from resnetlab.errors import UserError
 from resnetlab.recipes import get_recipe
 
@@ -164,32 +165,51 @@ RUN_ARGS = (
 )  # fmt: skip
 
 
+STOP_AT = 22  # last checkpoint at 20: iterations 21-22 and the train row of 22 are lost to the kill
+
+
+def stop_at(proc: subprocess.Popen, guard_s: float = 240) -> None:
+    """Wait until ``proc`` stopped itself (RESNETLAB_TEST_STOP_AT); the timer only guards a hang."""
+    watchdog = threading.Timer(guard_s, proc.kill)
+    watchdog.start()
+    try:
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    finally:
+        watchdog.cancel()
+    assert os.WIFSTOPPED(status), f"the run ended (status {status:#x}) instead of stopping at {STOP_AT}"
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(STOP_AT_ENV, None)
     reference = tmp_path / "reference"
     subprocess.run(_cli(reference, *RUN_ARGS), env=env, check=True, timeout=300)
 
+    # Killed at a point the test chooses (not where a timer lands): frozen right after iteration
+    # STOP_AT, then SIGKILLed, so nothing of the run gets a chance to clean up.
     killed = tmp_path / "killed"
-    delay = random.Random().uniform(0.0, 1.5)
-    proc = subprocess.Popen(_cli(killed, *RUN_ARGS), env=env)
-    deadline = time.monotonic() + 240
-    while not (killed / CHECKPOINT_NAME).exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill (delay {delay:.2f} s)"
-    at_kill = load_checkpoint(killed)["iteration"]
-    assert 4 <= at_kill < 40 and not (killed / "summary.json").exists()
+    proc = subprocess.Popen(_cli(killed, *RUN_ARGS), env={**env, STOP_AT_ENV: str(STOP_AT)})
+    try:
+        stop_at(proc)
+        with pytest.raises(UserError, match=rf"in use by another resnetlab run \(pid {proc.pid}\)"):
+            RunLock(killed).acquire()  # the live run holds its directory
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(killed)["iteration"] == 20 and not (killed / "summary.json").exists()
+    assert max(r["iteration"] for r in rows_without_timing(killed)) == STOP_AT  # rows past the checkpoint
+    assert (killed / LOCK_NAME).read_text() == f"{proc.pid}\n"  # left behind: the resume takes it over
 
     subprocess.run(_cli(killed, "--resume", str(killed)), env=env, check=True, timeout=300)
     a, b = load_checkpoint(killed), load_checkpoint(reference)
     assert a["iteration"] == b["iteration"] == 40
     assert_same_state(a["model"], b["model"])
-    assert rows_without_timing(killed) == rows_without_timing(reference), f"killed at iteration {at_kill}"
+    assert rows_without_timing(killed) == rows_without_timing(reference)
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["final"] == json.loads((reference / "summary.json").read_text())["final"]
+    assert not (killed / LOCK_NAME).exists()
 
 
 def test_resumed_config_keeps_the_checkpoint_settings(tmp_path):

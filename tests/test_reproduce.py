@@ -270,21 +270,25 @@ def test_time_budget_is_planned_once_and_remembered(tmp_path: Path, monkeypatch:
     assert budget.resolve_iterations(Options(out=tmp_path), nets, default=5) == 5
 
 
-def test_time_budget_measures_this_machine(tmp_path: Path) -> None:
+def test_time_budget_measures_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     opts = Options(
         out=tmp_path, dataset="synthetic:256,64,16,10", batch_size=32, evals=1, eval_limit=32, quiet=True
     )
-    small = budget.plan_iterations(
-        Options(**{**opts.__dict__, "budget_minutes": 0.5}), degradation.nets_for((8,))
-    )
-    large = budget.plan_iterations(
-        Options(**{**opts.__dict__, "budget_minutes": 2.0}), degradation.nets_for((8,))
+    nets = degradation.nets_for((8,))
+    measured = []
+    real = budget.measure_speed
+    monkeypatch.setattr(budget, "measure_speed", lambda *args: measured.append(real(*args)) or measured[-1])
+    budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": 2.0}), nets)
+    assert len(measured) == len(nets) and all(s.step_s > 0 and s.eval_image_s > 0 for s in measured)
+
+    # How the count follows from a speed, with a fixed one: the machine's load cannot change it.
+    monkeypatch.setattr(budget, "measure_speed", lambda *args: Speed(step_s=0.01, eval_image_s=1e-4))
+    small, large = (
+        budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": m}), nets) for m in (0.5, 2.0)
     )
     assert 10 <= small < large
-    with pytest.raises(common.UserError, match="budget-minutes"):
-        budget.plan_iterations(
-            Options(**{**opts.__dict__, "budget_minutes": 0.01}), degradation.nets_for((8,))
-        )
+    with pytest.raises(common.UserError, match="budget-minutes"):  # less than one run's overhead
+        budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": 0.01}), nets)
 
 
 def test_time_budget_times_the_step_the_runs_take(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""The run directory: refuse to clobber, reuse a finished identical run, and describe the environment."""
+"""The run directory: one run at a time (locked), refuse to clobber, reuse a finished identical run,
+and describe the environment."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 import torch
 import yaml
 
-from resnetlab.engine.checkpoint import CHECKPOINT_NAME, atomic_write_text
+from resnetlab.engine.checkpoint import CHECKPOINT_NAME, atomic_write_text, resolve_checkpoint
 from resnetlab.engine.config import TrainConfig
+from resnetlab.engine.runlock import RunLock
 from resnetlab.errors import UserError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", CHECKPOINT_NAME, "summary.json")
@@ -34,20 +36,27 @@ def _differences(requested: TrainConfig, stored: dict[str, Any]) -> list[str]:
     ]
 
 
-def prepare_run_dir(config: TrainConfig) -> dict[str, Any] | None:
-    """Make ``config.out`` ready; returns the stored summary when an identical run already finished.
+def prepare_run_dir(config: TrainConfig, lock: RunLock) -> dict[str, Any] | None:
+    """Lock ``config.out`` and make it ready; returns the stored summary when an identical run
+    already finished.
 
-    An existing run (finished with another config, or unfinished) is refused unless ``overwrite``
-    (which deletes only resnetlab's own files) or ``resume`` is set.
+    ``lock`` (on ``config.out``) is taken before anything is looked at or deleted, so a live run's
+    files are never touched. An existing run (finished with another config, or unfinished) is
+    refused unless ``overwrite`` (which deletes only resnetlab's own files) or ``resume`` is set;
+    resuming into a directory that holds another run is refused.
     """
     out = config.out
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    _ensure_writable(out)
+    lock.acquire()
     present = [name for name in RUN_FILES + RUN_DIRS if (out / name).exists()]
     if present and config.overwrite:
         for name in present:
             shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
-    elif present and config.resume is None:
+    elif present and config.resume is not None:
+        _check_resume_target(config)
+    elif present:
         if (out / "summary.json").is_file() and (out / "config.yaml").is_file():
             stored = _read_yaml(out / "config.yaml")
             diff = _differences(config, stored)
@@ -65,8 +74,22 @@ def prepare_run_dir(config: TrainConfig) -> dict[str, Any] | None:
         raise UserError(
             f"{out} holds the start of a run that wrote no checkpoint; start over with --overwrite"
         )
-    _ensure_writable(out)
     return None
+
+
+def _check_resume_target(config: TrainConfig) -> None:
+    """Refuse to resume into an ``--out`` that holds another run: continuing there would replace it."""
+    out, source = config.out, resolve_checkpoint(config.resume)
+    ckpt = out / CHECKPOINT_NAME
+    if (out / "config.yaml").is_file():
+        diff = _differences(config, _read_yaml(out / "config.yaml"))
+        other = f"another run (differs in {', '.join(diff)})" if diff else None
+    else:  # nothing to compare with: only the checkpoint being resumed may be there
+        other = f"another run's {CHECKPOINT_NAME}" if ckpt.is_file() and not ckpt.samefile(source) else None
+    if other:
+        raise UserError(
+            f"{out} holds {other}; resuming {source} there would replace it: choose another --out"
+        )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -31,9 +31,11 @@ from resnetlab.engine.distributed import (
 from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.metrics import Console, FiniteGuard, Meter, MetricsLog, TensorBoard
 from resnetlab.engine.rundir import environment, prepare_run_dir, write_config, write_summary
+from resnetlab.engine.runlock import RunLock
 from resnetlab.engine.schedules import LRSchedule
 from resnetlab.engine.state import checkpoint_state, model_from_checkpoint, restore_state
 from resnetlab.engine.step import TrainStep
+from resnetlab.engine.testhook import stop_if_asked
 from resnetlab.errors import UserError
 from resnetlab.models import ResNet, create_model
 
@@ -79,9 +81,15 @@ class _Trainer:
 
     def run(self) -> TrainResult:
         check_amp(self.ctx.device, self.config.amp)
-        finished = self.ctx.agree(lambda: prepare_run_dir(self.config))
-        if finished is not None:
-            return self._reuse(finished)
+        # One run per directory: rank 0 locks it before looking at (or deleting) anything in it.
+        lock = RunLock(self.config.out)
+        try:
+            finished = self.ctx.agree(lambda: prepare_run_dir(self.config, lock))
+            return self._reuse(finished) if finished is not None else self._train()
+        finally:
+            lock.release()
+
+    def _train(self) -> TrainResult:
         self._build()
         self._resolve_iterations()
         self._start()
@@ -248,6 +256,7 @@ class _Trainer:
                 )
         if it % c.checkpoint_every == 0 or it == c.iterations:
             self._checkpoint()
+        stop_if_asked(it)
 
     def _epoch_float(self) -> float:
         return self.iteration / self.data.train.batches_per_epoch
