@@ -45,8 +45,11 @@ from resnetlab.data.datasets import load_dataset
 from resnetlab.data.loader import TensorBatches, _seeded
 from resnetlab.engine.checkpoint import save_checkpoint
 from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.rundir import environment
 from resnetlab.engine.schedules import LRSchedule
-from resnetlab.models import create_model
+from resnetlab.experiments.common import Net as PaperNet
+from resnetlab.experiments.common import run_entries, write_record
+from resnetlab.models import create_model, model_info
 from resnetlab.recipes import get_recipe
 
 PAPER_ITERATIONS = 64000
@@ -407,7 +410,6 @@ def write_runs(fleet: Fleet, args, recipe, done: int, iterations: int, amp: bool
         with open(run / "metrics.jsonl", "w") as f:
             for row in net.rows:
                 f.write(json.dumps(row) + "\n")
-        final = [r for r in net.rows if r["kind"] == "eval"][-1]
         config = {
             "model": net.name,
             "dataset": args.data,
@@ -448,13 +450,52 @@ def write_runs(fleet: Fleet, args, recipe, done: int, iterations: int, amp: bool
             "device": device_name,
             "precision": "bf16 autocast" if amp else "fp32 (TF32 convolutions)",
             "torch": torch.__version__,
-            "final": {
-                "test_top1_error": final["top1_error"],
-                "test_top5_error": final["top5_error"],
-                "train_error": [r for r in net.rows if r["kind"] == "train"][-1]["train_error"],
-            },
+            "final": final_errors(net.rows),
         }
         (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def final_errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``final`` block of a trainer's summary.json, from the last train and eval rows."""
+    train = [r for r in rows if r["kind"] == "train"][-1]
+    test = [r for r in rows if r["kind"] == "eval"][-1]
+    return {
+        "train_loss": train["train_loss"],
+        "train_error": train["train_error"],
+        "split": "test",
+        **{k: test[k] for k in ("top1_error", "top5_error", "loss")},
+        "test_top1_error": test["top1_error"],
+        "test_top5_error": test["top5_error"],
+    }
+
+
+def degradation_record(out: Path, names: list[str], report: dict[str, Any]) -> Path | None:
+    """Write ``out/degradation.json`` over the fleet's plain/residual CIFAR runs, so that
+    ``resnetlab report OUT`` draws Fig. 6 with the paper's verdicts from the metrics files."""
+    nets = {}
+    for name in names:
+        info = model_info(name)
+        if info.family == "cifar" and name.startswith(("plain", "resnet")):
+            nets[PaperNet(info.depth, name.startswith("resnet"))] = out / name
+    if not nets:
+        return None
+    train = report["train"]
+    summaries = [json.loads((out / n / "summary.json").read_text()) for n in names]
+    record = {
+        "experiment": "degradation",
+        **environment(summaries[0]["device"], 1),
+        "torch_threads": torch.get_num_threads(),
+        "dataset": summaries[0]["dataset"],
+        "seeds": 1,
+        "batch_size": summaries[0]["batch_size"],
+        "budget": {"iterations": train["iterations"], "minutes": None, "requested_iterations": None},
+        "runs": run_entries(out, {(net, 0): path for net, path in nets.items()}),
+        "runs_wall_time_s": train["wall_s"],
+        "wall_time_s": report.get("total_s", train["wall_s"]),
+        "depths": sorted({net.depth for net in nets}),
+        "trained_with": summaries[0]["trained_with"],
+    }
+    return write_record(out, record)
 
 
 def resnet50_throughput(device: torch.device, steps: int) -> dict[str, Any]:
@@ -519,6 +560,7 @@ def main() -> None:
     if device.type == "cuda" and args.resnet50_steps:
         report["resnet50"] = resnet50_throughput(device, args.resnet50_steps)
     report["total_s"] = time.perf_counter() - t0
+    degradation_record(args.out, names, report)
     (args.out / "fleet.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("chosen", "train", "finals", "total_s")}), flush=True)
     pack(args)
