@@ -73,6 +73,10 @@ def test_cpu_run_writes_runs_that_resnetlab_loads(tmp_path: Path, monkeypatch, c
         # The CLI's fp32 evaluation agrees with the error the script logged.
         logged = f"top-1 error {100 * evals[-1]['top1_error']:.2f}%"
         assert logged in stdout
+    # The record lets `resnetlab report` draw Fig. 6 from the fleet's metrics files.
+    code, stdout, _ = run_cli(["report", str(out)])
+    assert code == 0 and "residual" in stdout
+    assert (out / "figures" / "degradation-fig6.png").is_file()
     with tarfile.open(tar) as packed:
         names = packed.getnames()
     assert "fleet/resnet20/checkpoint.pt" in names and "fleet/fleet.json" in names
