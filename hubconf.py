@@ -1,6 +1,7 @@
 """torch.hub entry points: every registered resnetlab network, e.g.
-``torch.hub.load("OWNER/resnetlab", "resnet20", source="github")``. No pretrained weights are
-downloaded: the builders return freshly initialised nets.
+``torch.hub.load("OWNER/resnetlab", "resnet20", source="github")`` (freshly initialised) or
+``torch.hub.load("OWNER/resnetlab", "resnet56", pretrained=True)`` (the net's default weights, see
+``resnetlab models --pretrained``).
 """
 
 import os

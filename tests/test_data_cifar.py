@@ -10,17 +10,15 @@ import dataclasses
 import hashlib
 import io
 import pickle
-import socket
 import tarfile
-import threading
 from collections import OrderedDict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from http_server import serving, unused_port
 from resnetlab.cli import main
 from resnetlab.data import cifar
 from resnetlab.data.cache import cache_root
@@ -80,39 +78,10 @@ def _expect_md5(monkeypatch: pytest.MonkeyPatch, kind: str, blob: bytes) -> None
     monkeypatch.setitem(cifar.CIFAR, kind, info)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves server.routes[path] = (body, mode); "cut" sends half the body and hangs up, "stall" sends
-    half and then nothing until the test is over, so only the client's timeout can end the download."""
-
-    def do_GET(self) -> None:
-        self.server.requests.append(self.path)
-        if self.path not in self.server.routes:
-            self.send_error(404)
-            return
-        body, mode = self.server.routes[self.path]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body if mode == "ok" else body[: len(body) // 2])
-        if mode == "stall":
-            self.wfile.flush()
-            self.server.release.wait()
-        self.close_connection = True
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.routes, httpd.requests, httpd.release = {}, [], threading.Event()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}/kriz/"
-    httpd.release.set()
-    httpd.shutdown()
-    httpd.server_close()
+    with serving() as (httpd, url):
+        yield httpd, url + "/kriz/"
 
 
 def _assert_matches(data, expected: dict) -> None:
@@ -208,9 +177,7 @@ def test_truncated_archive_with_matching_checksum_is_a_clear_error(server, archi
 
 
 def test_unreachable_server_is_one_paragraph_with_the_fix(tmp_path):
-    with socket.socket() as s:  # a port that was free a moment ago and now has no listener
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = unused_port()
     with pytest.raises(UserError) as err:
         cifar.load_cifar("cifar10", tmp_path / "cache", base_url=f"http://127.0.0.1:{port}/")
     message = str(err.value)

@@ -3,7 +3,10 @@
 The config JSON holds everything needed to use the weights without resnetlab's training code:
 ``ResNet(**config["model_config"])`` (or ``create_model(config["model_name"], **config["model_config"])``)
 rebuilds the network, ``classes`` names its outputs and ``normalizer``/``image_size`` say how to
-prepare an image (uint8 RGB / 255, minus ``mean``, divided by ``std`` when present).
+prepare an image (uint8 RGB / 255, minus ``mean``, divided by ``std`` when present), and
+``provenance`` (when the weights were converted or published by someone) where they come from and
+under which licence. :func:`checkpoint_from_export` reads the pair back into the checkpoint-like
+dict every command consumes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from resnetlab.models import ResNet
 
 FORMATS = ("safetensors", "onnx")
 CONFIG_FORMAT = "resnetlab-export-1"
+_CONFIG_KEYS = ("model_name", "model_config", "classes", "image_size", "normalizer")
 
 
 def export_config(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +45,7 @@ def export_config(ckpt: dict[str, Any]) -> dict[str, Any]:
         },
         "dataset": ckpt.get("config", {}).get("dataset"),
         "iteration": ckpt.get("iteration"),
-    }
+    } | ({"provenance": ckpt["provenance"]} if ckpt.get("provenance") else {})
 
 
 def _ensure_parent(path: Path) -> None:
@@ -70,16 +74,60 @@ def export_safetensors(ckpt: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return out, config_path
 
 
-def load_safetensors(weights: Path, config: Path | None = None) -> tuple[ResNet, dict[str, Any]]:
-    """Rebuild an exported network: (model in eval mode, its config JSON)."""
+def checkpoint_from_export(weights: Path) -> dict[str, Any]:
+    """The checkpoint-like dict (see ``engine.checkpoint.REQUIRED_KEYS``) of ``NAME.safetensors``
+    and the ``NAME.json`` beside it; every way the pair can be wrong is a one-line UserError."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     weights = Path(weights)
-    config_path = Path(config) if config else weights.with_suffix(".json")
-    meta = json.loads(config_path.read_text())
-    model = ResNet(**meta["model_config"])
-    model.load_state_dict(load_file(weights))
-    return model.eval(), meta
+    config_path = weights.with_suffix(".json")
+    if not config_path.is_file():
+        raise UserError(f"{weights} has no {config_path.name} beside it (export writes the two together)")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{config_path} is not readable JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CONFIG_FORMAT:
+        raise UserError(f"{config_path} is not a resnetlab export config (format is not {CONFIG_FORMAT})")
+    missing = [k for k in _CONFIG_KEYS if k not in meta]
+    if missing:
+        raise UserError(f"{config_path} is incomplete (missing {', '.join(missing)})")
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        detail = str(exc).splitlines()[0]
+        raise UserError(f"{weights} is not a readable safetensors file ({detail})") from None
+    try:
+        return _checkpoint(meta, tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{config_path} has a malformed entry ({type(exc).__name__}: {exc})") from None
+
+
+def _checkpoint(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    norm = meta["normalizer"]
+    ckpt = {
+        "model": tensors,
+        "model_name": meta["model_name"],
+        "model_config": meta["model_config"],
+        "classes": list(meta["classes"]),
+        "image_size": list(meta["image_size"]),
+        "normalizer": {
+            "mode": norm["mode"],
+            "mean": torch.tensor(norm["mean"]),
+            "std": None if norm["std"] is None else torch.tensor(norm["std"]),
+        },
+        "config": {"dataset": meta.get("dataset")},
+        "iteration": meta.get("iteration"),
+    }
+    return ckpt | ({"provenance": meta["provenance"]} if meta.get("provenance") else {})
+
+
+def load_safetensors(weights: Path) -> tuple[ResNet, dict[str, Any]]:
+    """Rebuild an exported network: (model in eval mode, its config JSON)."""
+    weights = Path(weights)
+    model = model_from_checkpoint(checkpoint_from_export(weights))
+    return model, json.loads(weights.with_suffix(".json").read_text())
 
 
 def export_onnx(ckpt: dict[str, Any], out: Path) -> Path:

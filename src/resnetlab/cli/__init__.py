@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "resnetlab.cli.evaluate",
     "resnetlab.cli.predict",
     "resnetlab.cli.export",
+    "resnetlab.cli.convert",
 ]
 
 

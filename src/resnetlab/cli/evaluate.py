@@ -7,15 +7,16 @@ import json
 import math
 from pathlib import Path
 
-from resnetlab.engine.checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
+from resnetlab.engine.checkpoint import atomic_write_text
 from resnetlab.engine.config import DEVICES
 from resnetlab.engine.inference import Evaluation, evaluate_checkpoint, save_confusion_png
 from resnetlab.errors import UserError
+from resnetlab.weights import WEIGHTS_HELP, load_weights, output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: errors, per-class accuracy, confusion matrix")
-    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("checkpoint", help=WEIGHTS_HELP)
     p.add_argument("--dataset", help="dataset spec (default: the one the checkpoint was trained on)")
     p.add_argument("--data-dir", help="where datasets and decoded caches are kept")
     p.add_argument("--split", choices=["test", "val"], help="default: test when the dataset has one")
@@ -23,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="where eval-SPLIT.json and confusion-SPLIT.png go (default: beside the checkpoint)",
+        help="where eval-SPLIT.json and confusion-SPLIT.png go (default: beside the checkpoint; "
+        "runs/pretrained-NAME-TAG for registry weights)",
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -53,8 +55,7 @@ def format_report(ev: Evaluation) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    path = resolve_checkpoint(args.checkpoint)
-    ckpt = load_checkpoint(path)
+    ckpt = load_weights(args.checkpoint)
     ev = evaluate_checkpoint(
         ckpt,
         dataset=args.dataset,
@@ -64,19 +65,19 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
-    out = args.out or path.parent
+    out = args.out or output_dir(ckpt)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
     stem = f"{ev.split}-10crop" if ev.ten_crop else ev.split
-    record = {"checkpoint": str(path), "split": ev.split, "ten_crop": ev.ten_crop, "classes": ev.classes}
+    record = {"checkpoint": ckpt["origin"], "split": ev.split, "ten_crop": ev.ten_crop, "classes": ev.classes}
     record |= {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in ev.result.items()}
     record["per_class_accuracy"] = [None if math.isnan(a) else a for a in ev.result["per_class_accuracy"]]
     try:
         atomic_write_text(out / f"eval-{stem}.json", json.dumps(record, indent=1) + "\n")
         save_confusion_png(
-            ev.result["confusion"], ev.classes, out / f"confusion-{stem}.png", f"{path} ({stem})"
+            ev.result["confusion"], ev.classes, out / f"confusion-{stem}.png", f"{ckpt['origin']} ({stem})"
         )
     except OSError as exc:
         raise UserError(f"cannot write the evaluation to {out}: {exc.strerror or exc}") from None

@@ -5,26 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resnetlab.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from resnetlab.export import FORMATS, export_onnx, export_safetensors
+from resnetlab.weights import WEIGHTS_HELP, load_weights, output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint as safetensors + config JSON, or ONNX")
-    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("checkpoint", help=WEIGHTS_HELP)
     p.add_argument("--format", choices=FORMATS, default="safetensors")
     p.add_argument(
         "--out",
         type=Path,
-        help="output file (default: MODEL.safetensors or MODEL.onnx beside the checkpoint)",
+        help="output file (default: MODEL.safetensors or MODEL.onnx beside the checkpoint; "
+        "runs/pretrained-NAME-TAG/ for registry weights)",
     )
     p.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    path = resolve_checkpoint(args.checkpoint)
-    ckpt = load_checkpoint(path)
-    out = args.out or path.parent / f"{ckpt['model_name']}.{args.format}"
+    ckpt = load_weights(args.checkpoint)
+    out = args.out or output_dir(ckpt) / f"{ckpt['model_name']}.{args.format}"
     if args.format == "safetensors":
         weights, config = export_safetensors(ckpt, out)
         print(f"wrote {weights} and {config} (ResNet(**json['model_config']) rebuilds the network)")

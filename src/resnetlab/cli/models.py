@@ -1,4 +1,5 @@
-"""`resnetlab models` and `resnetlab summary`: the registry and per-stage counts against the paper."""
+"""`resnetlab models` and `resnetlab summary`: the registries of nets and pretrained weights, and
+per-stage counts against the paper."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import json
 from resnetlab.analysis.counts import summarize
 from resnetlab.errors import UserError
 from resnetlab.models.zoo import create_model, list_models, model_info
+from resnetlab.weights import WeightsCard, list_weights
 
 NATIVE_SIZE = {"cifar": 32, "imagenet": 224}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the registered networks with depth, params, multiply-adds")
+    p = sub.add_parser(
+        "models", help="list the registered networks (depth, params, multiply-adds) or pretrained weights"
+    )
     p.add_argument("pattern", nargs="?", help="glob or substring, e.g. 'plain*' or 'resnet1'")
+    p.add_argument(
+        "--pretrained", action="store_true", help="list the pretrained weights with their cards instead"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     p.set_defaults(func=run_models)
 
     p = sub.add_parser("summary", help="per-stage output shape, params and multiply-adds of a network")
@@ -38,21 +46,76 @@ def _giga(n: float) -> str:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return run_pretrained(args)
     names = list_models(args.pattern)
     if not names:
         raise UserError(f"no registered model matches {args.pattern!r} (see `resnetlab models`)")
-    print(f"{'name':<11} {'family':<9} {'depth':>5} {'kind':<8} {'params':>9} {'mult-adds':>10}  input")
+    if not args.json:
+        print(f"{'name':<11} {'family':<9} {'depth':>5} {'kind':<8} {'params':>9} {'mult-adds':>10}  input")
+    rows = []
     for name in names:
         info = model_info(name)
         size = NATIVE_SIZE[info.family]
         total = summarize(create_model(name), size)[-1]
         kind = "residual" if info.spec["residual"] else "plain"
-        print(
-            f"{name:<11} {info.family:<9} {info.depth:>5} {kind:<8} {_millions(total.params):>9} "
-            f"{_giga(total.macs):>10}  {size}x{size}",
-            flush=True,
+        rows.append(
+            {"name": name, "family": info.family, "depth": info.depth, "kind": kind}
+            | {"params": total.params, "macs": total.macs, "input_size": size}
         )
+        if not args.json:
+            print(
+                f"{name:<11} {info.family:<9} {info.depth:>5} {kind:<8} {_millions(total.params):>9} "
+                f"{_giga(total.macs):>10}  {size}x{size}",
+                flush=True,
+            )
+    if args.json:
+        print(json.dumps(rows))
     return 0
+
+
+def run_pretrained(args: argparse.Namespace) -> int:
+    cards = list_weights(args.pattern)
+    if not cards:
+        raise UserError(f"no pretrained weights match {args.pattern!r} (see `resnetlab models --pretrained`)")
+    if args.json:
+        print(json.dumps([c.to_dict() for c in cards]))
+        return 0
+    for i, card in enumerate(cards):
+        print("\n" * bool(i) + "\n".join(card_lines(card)))
+    return 0
+
+
+def card_lines(card: WeightsCard) -> list[str]:
+    """A weight card as text: what it is, how to feed it, how good it is, where it comes from."""
+    info = card.to_dict()
+    default = f"  (default: create_model({card.model!r}, pretrained=True))" if info["default"] else ""
+    if card.normalization == "per-channel":
+        norm = f"per-channel mean {_floats(card.mean)} std {_floats(card.std)} of x/255"
+    else:
+        norm = f"{card.normalization} mean (stored in the config JSON)"
+    shown = ", ".join(card.classes[:10]) + (", ..." if len(card.classes) > 10 else "")
+    lines = [
+        f"{card.ref}{default}",
+        f"  publisher  {card.publisher}; licence {card.license}; {card.source}",
+        f"  trained on {card.dataset} (eval default --dataset {card.dataset_spec})",
+        f"  input      3x{card.image_size[0]}x{card.image_size[1]}, {norm}",
+        f"  classes    {len(card.classes)}: {shown}",
+    ]
+    for r in card.results:
+        top5 = "" if r.top5 is None else f", top-5 {r.top5:.2f}%"
+        lines.append(f"  accuracy   top-1 {r.top1:.2f}%{top5} on {r.test_set} ({r.by})")
+    iterations = f"{card.iterations:,} iterations: " if card.iterations else ""
+    lines.append(f"  recipe     {iterations}{card.recipe}")
+    digest = card.sha256 if len(card.sha256) == 64 else f"{card.sha256}... (only this prefix is published)"
+    lines.append(f"  file       {info['location']}, SHA-256 {digest}")
+    if card.convert_from:
+        lines.append(f"             downloaded and converted from {card.convert_from}'s layout on first use")
+    return lines
+
+
+def _floats(values: tuple[float, ...] | None) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values or ()) + "]"
 
 
 def run_summary(args: argparse.Namespace) -> int:

@@ -6,14 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.inference import predict_images
 from resnetlab.errors import UserError
+from resnetlab.weights import WEIGHTS_HELP, load_weights
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-5 classes with probabilities for image files")
-    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("checkpoint", help=WEIGHTS_HELP)
     p.add_argument(
         "images", nargs="+", type=Path, metavar="IMAGE", help="image files (any format Pillow reads)"
     )
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_weights(args.checkpoint)
     predictions = predict_images(ckpt, args.images, top=args.top)
     for path, top in zip(args.images, predictions, strict=True):
         if args.json:

@@ -8,7 +8,6 @@ crash or Ctrl-C leaves either the old file, the new one, or nothing: never a tru
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -22,15 +21,20 @@ from resnetlab.errors import UserError
 ENV_DATA_DIR = "RESNETLAB_DATA_DIR"
 
 
+def user_cache_dir() -> Path:
+    """resnetlab's directory in the user's cache: ``$XDG_CACHE_HOME/resnetlab`` or ``~/.cache/resnetlab``."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "resnetlab"
+
+
 def cache_root(data_dir: str | Path | None = None) -> Path:
     """The directory data is looked for and cached in (see the module docstring for the order)."""
     if data_dir:
         return Path(data_dir).expanduser()
     if os.environ.get(ENV_DATA_DIR):
         return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "resnetlab"
+    return user_cache_dir()
 
 
 def ensure_dir(path: Path) -> Path:
@@ -79,12 +83,3 @@ def load_tensors(path: Path) -> dict[str, Any] | None:
     except Exception:  # a damaged cache of ours is never fatal: the source data is still there
         warnings.warn(f"ignoring the unreadable cache {path}; it will be rebuilt", stacklevel=2)
         return None
-
-
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -9,15 +9,10 @@ renamed only after the size and the published MD5 both check out, so nothing par
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import io
 import os
 import pickle
-import sys
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +20,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from resnetlab.data.cache import (
-    ENV_DATA_DIR,
-    atomic_open,
-    cache_root,
-    ensure_dir,
-    file_md5,
-    load_tensors,
-    save_tensors,
-)
+from resnetlab.data.cache import ENV_DATA_DIR, cache_root, ensure_dir, load_tensors, save_tensors
 from resnetlab.data.datasets import DatasetSplits
 from resnetlab.data.loader import ImageSet
+from resnetlab.download import download_file, file_digest
 from resnetlab.errors import UserError
 
 BASE_URL = "https://www.cs.toronto.edu/~kriz/"
@@ -106,8 +93,13 @@ def load_cifar(
                 )
             ensure_dir(root)
             url = (base_url or os.environ.get(ENV_URL) or BASE_URL).rstrip("/") + "/" + info.archive
+            fix = (
+                f"download {info.archive} on a machine with internet access and pass --data-dir DIR, where "
+                f"DIR holds it or its extracted {info.folder} folder (or set {ENV_DATA_DIR}=DIR, or set "
+                f"{ENV_URL} to a mirror)"
+            )
             source = download_file(
-                url, root / info.archive, info.md5, help_folder=info.folder, timeout=TIMEOUT_S
+                url, root / info.archive, info.md5, algorithm="md5", fix=fix, timeout=TIMEOUT_S
             )
         cached = {"format": CACHE_FORMAT, "kind": kind, **_parse(source, info)}
         if not save_tensors(cache_file, cached):
@@ -133,64 +125,11 @@ def _find_source(root: Path, info: CifarArchive) -> Path | None:
     return None
 
 
-def download_file(url: str, dest: Path, md5: str, *, help_folder: str = "", timeout: float = 60) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file; keep it only if complete and MD5-correct.
-
-    Every failure (unreachable server, HTTP error, interrupted transfer, wrong checksum) is a
-    :class:`UserError` and leaves nothing at ``dest`` or beside it.
-    """
-    name = dest.name
-    local_copy = f"{name} or its extracted {help_folder} folder" if help_folder else name
-    try:
-        response = urllib.request.urlopen(url, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        raise UserError(
-            f"downloading {url} failed with HTTP {exc.code} ({exc.reason}); pass --data-dir DIR where DIR "
-            f"holds {local_copy}, or set {ENV_URL} to a mirror"
-        ) from None
-    except (OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise UserError(
-            f"could not reach {url} ({reason}): this machine may be offline or the server unreachable. "
-            f"Download {name} on a machine with internet access and pass --data-dir DIR, where DIR holds "
-            f"{local_copy} (or set {ENV_DATA_DIR}=DIR)."
-        ) from None
-    total = int(response.headers.get("Content-Length") or 0) or None
-    digest = hashlib.md5(usedforsecurity=False)
-    received = 0
-    bar = tqdm(
-        total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=not sys.stderr.isatty()
-    )
-    with response, bar, atomic_open(dest) as f:
-        try:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as exc:
-            raise UserError(
-                f"the download of {url} was interrupted after {received:,} bytes ({type(exc).__name__}); "
-                "nothing was saved: run the command again"
-            ) from None
-        if total is not None and received != total:
-            raise UserError(
-                f"the download of {url} stopped after {received:,} of {total:,} bytes; nothing was saved: "
-                "run the command again"
-            )
-        if digest.hexdigest() != md5:
-            raise UserError(
-                f"the file downloaded from {url} has MD5 {digest.hexdigest()}, not the published {md5}; "
-                f"nothing was saved: run again, or pass --data-dir DIR where DIR holds a good {local_copy}"
-            )
-    return dest
-
-
 def _parse(source: Path, info: CifarArchive) -> dict[str, Any]:
     """Tensors and class names from the archive or the extracted folder at ``source``."""
     needed = (*info.train, *info.test, info.meta)
     if source.is_file():
-        got = file_md5(source)
+        got = file_digest(source, "md5")
         if got != info.md5:
             raise UserError(
                 f"{source} is corrupt or not the official {info.archive} (MD5 {got}, expected {info.md5}): "

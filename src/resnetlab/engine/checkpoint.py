@@ -49,26 +49,35 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a resnetlab checkpoint safely; every way it can be wrong is a one-line UserError."""
-    path = resolve_checkpoint(path)
+def load_plain(path: Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` restricted to tensors and plain types; every failure is a one-line UserError.
+
+    ``what`` names the file in messages ("checkpoint", "akamaster checkpoint", ...).
+    """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "GLOBAL" in str(exc):
             raise UserError(
                 f"refusing to load {path}: it contains pickled Python objects, not only tensors and plain "
                 "types, and loading them could run arbitrary code"
             ) from None
-        raise UserError(f"checkpoint {path} is corrupt (unreadable pickle data)") from None
+        raise UserError(f"{what} {path} is corrupt (unreadable pickle data)") from None
     except Exception as exc:  # truncated zips surface as OSError, KeyError, EOFError, RuntimeError...
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({detail})") from None
+        raise UserError(f"{what} {path} is truncated or corrupt ({detail})") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a resnetlab checkpoint safely; every way it can be wrong is a one-line UserError."""
+    path = resolve_checkpoint(path)
+    state = load_plain(path, "checkpoint", map_location)
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a resnetlab checkpoint (it holds a {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
-        raise UserError(f"{path} is not a resnetlab checkpoint (missing {', '.join(missing)})")
+        hint = "; `resnetlab convert` reads other projects' files" if "state_dict" in state else ""
+        raise UserError(f"{path} is not a resnetlab checkpoint (missing {', '.join(missing)}){hint}")
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer resnetlab (format {state['format_version']})")
     return state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from resnetlab.errors import UserError, closest_names
@@ -136,12 +137,23 @@ def model_info(name: str) -> ModelInfo:
         raise UserError(f"unknown model {name!r}{hint}") from None
 
 
-def create_model(name: str, **overrides: Any) -> ResNet:
+def create_model(name: str, pretrained: bool | str | Path = False, **overrides: Any) -> ResNet:
     """Build a registered network; keyword overrides replace its ResNet arguments.
 
     Example: ``create_model("resnet34", shortcut="C")`` or
     ``create_model("resnet50", bottleneck_stride="3x3")`` (torchvision's v1.5).
+
+    ``pretrained`` loads weights and returns the net in eval mode: True for the model's default
+    weights, a tag (``"akamaster"``), or a path to exported/converted weights or a checkpoint (see
+    :mod:`resnetlab.weights` and ``resnetlab models --pretrained``). Weights fix the architecture,
+    so they take no overrides.
     """
+    if pretrained:
+        if overrides:
+            raise UserError(f"pretrained weights fix the architecture of {name}: drop {sorted(overrides)}")
+        from resnetlab.weights import pretrained_model  # weights import the models: import on use
+
+        return pretrained_model(name, pretrained)
     spec = {**model_info(name).spec, **overrides}
     try:
         return ResNet(**spec)
