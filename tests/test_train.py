@@ -192,8 +192,8 @@ def test_eval_limit_applies_to_intermediate_evaluations_only(tmp_path):
     train(config)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     images = [(r["iteration"], r["images"]) for r in rows if r["kind"] == "eval"]
-    # Whole evaluation batches of 64 (twice the training batch): the limit of 20 rounds up to one.
-    assert images == [(4, 64), (8, 64), (12, 256)]
+    # Exactly 20 images, though evaluation batches hold 64 (twice the training batch).
+    assert images == [(4, 20), (8, 20), (12, 256)]
 
 
 def test_activation_checkpointing_gives_the_same_training(tmp_path):
