@@ -140,6 +140,29 @@ def test_resume_after_a_crash_continues_exactly(tmp_path, monkeypatch):
     assert all(torch.equal(a[i]["momentum_buffer"], b[i]["momentum_buffer"]) for i in a)
 
 
+def test_resume_from_a_wall_clock_checkpoint_continues_exactly(tmp_path, monkeypatch):
+    """The default schedule: checkpoints by the clock (a tiny interval is due at every log row)."""
+    config = {"checkpoint_every": None, "checkpoint_minutes": 1e-9}
+    reference = train(tiny_config(tmp_path / "reference", **config))
+    crashing_out = tmp_path / "crashed"
+    original = trainer_mod._Trainer._after_step
+
+    def crash_at_7(self):
+        original(self)
+        if self.iteration == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", crash_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(crashing_out, **config))
+    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", original)
+    assert load_checkpoint(crashing_out)["iteration"] == 6  # the clock was read at log rows 2, 4, 6
+
+    resumed = train(TrainConfig(model=None, dataset=None, out=crashing_out, resume=crashing_out, quiet=True))
+    assert_same_state(resumed.model.state_dict(), reference.model.state_dict())
+    assert rows_without_timing(crashing_out) == rows_without_timing(tmp_path / "reference")
+
+
 def test_resume_at_the_final_checkpoint_only_finishes(tmp_path):
     first = train(tiny_config(tmp_path))
     (tmp_path / "summary.json").unlink()

@@ -3,11 +3,13 @@ traceback; recipes resolve base -> paper rule -> YAML -> flags; divergence is ex
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from cli_runner import run_cli
 from resnetlab.cli import build_parser
@@ -69,6 +71,7 @@ def bad_cases(tmp: Path, finished: Path) -> list[tuple[str, list[str], str]]:
         ("batch-larger-than-data", [*base, "--batch-size", "512"], "fewer than one batch"),
         ("zero-log-every", [*base, "--log-every", "0"], "--log-every"),
         ("negative-eval-limit", [*base, "--eval-limit", "-3"], "--eval-limit"),
+        ("zero-checkpoint-minutes", [*base, "--checkpoint-minutes", "0"], "--checkpoint-minutes"),
         ("negative-seed", [*base, "--seed", "-1"], "--seed"),
         ("out-under-a-file", [*base, "--out", str(a_file / "run")], str(a_file)),
         ("out-is-a-file", [*base, "--out", str(a_file)], "not a directory"),
@@ -78,6 +81,11 @@ def bad_cases(tmp: Path, finished: Path) -> list[tuple[str, list[str], str]]:
         ("resume-missing", ["--resume", str(tmp / "nothing")], "does not exist"),
         ("resume-corrupt", ["--resume", str(tmp / "corrupt.pt")], "corrupt.pt"),
         ("resume-with-new-lr", ["--resume", str(finished), "--lr", "0.5"], "--lr cannot be changed"),
+        (
+            "resume-new-checkpoint-minutes",
+            ["--resume", str(finished), "--checkpoint-minutes", "1"],
+            "cannot be",
+        ),
         ("resume-and-overwrite", ["--resume", str(finished), "--overwrite"], "contradict"),
         ("resume-other-model", ["--resume", str(finished), "--model", "resnet32"], "not resnet32"),
     ]
@@ -158,3 +166,18 @@ def test_a_good_run_prints_its_progress_and_directory(tmp_path):
     code, out, err = run_cli([*args, "--log-every", "1", "--out", str(tmp_path / "run")])
     assert code == 0, err
     assert "iter 3/3" in out and "run directory:" in out and "top-1" in out
+
+
+def test_interval_flags_are_recorded_and_eval_limit_is_exact(tmp_path):
+    args = ["train", "--model", "resnet20", "--dataset", "synthetic:256,256,8,10", "--batch-size", "32"]
+    flags = ["--iterations", "8", "--eval-every", "4", "--eval-limit", "200", "--checkpoint-minutes", "2.5"]
+    code, _, err = run_cli([*args, *flags, "--out", str(tmp_path), "--quiet"])
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["images"]) for r in rows if r["kind"] == "eval"] == [(4, 200), (8, 256)]
+    stored = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert (stored["eval_limit"], stored["checkpoint_minutes"], stored["checkpoint_every"]) == (
+        200,
+        2.5,
+        None,
+    )

@@ -82,7 +82,9 @@ def first_batch_losses(config: TrainConfig) -> tuple[float, float]:
 
 
 def test_two_processes_without_syncbn(tmp_path, single):
-    torchrun(tmp_path)
+    # Also: an intermediate evaluation of exactly 51 images over two ranks, and checkpoints by the
+    # clock (due at every log row), which rank 0 decides for both.
+    torchrun(tmp_path, "--eval-every", "3", "--eval-limit", "51", "--checkpoint-minutes", "1e-9")
     ddp, ref = losses(tmp_path), losses(single.out)
     assert len(ddp) == len(ref) == K
     full, sharded = first_batch_losses(single_config(tmp_path / "unused"))
@@ -97,8 +99,8 @@ def test_two_processes_without_syncbn(tmp_path, single):
     }  # fmt: skip
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2
-    final_eval = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
-    assert final_eval["kind"] == "eval" and final_eval["images"] == 128
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["images"]) for r in rows if r["kind"] == "eval"] == [(3, 51), (6, 128)]
 
 
 def test_two_processes_with_syncbn_match_one_process(tmp_path, single):

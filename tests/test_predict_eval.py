@@ -14,7 +14,9 @@ from PIL import Image
 from cli_runner import run_cli
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.datasets import synthetic
+from resnetlab.data.loader import ImageSet, TensorBatches
 from resnetlab.engine import TrainConfig, evaluate, train
+from resnetlab.engine.distributed import DistContext
 from resnetlab.engine.evaluate import TenCropBatches
 from resnetlab.engine.inference import load_image
 from resnetlab.engine.state import model_from_checkpoint
@@ -95,6 +97,36 @@ def test_evaluate_averages_views_and_marks_empty_classes():
     assert repeated["loss"] == pytest.approx(single["loss"], rel=1e-5)
     assert np.isnan(single["per_class_accuracy"][3]) and single["images"] == 6
     assert single["top5_error"] == 0.0  # 4 classes: the top 4 always contain the label
+
+
+def test_eval_limit_is_exact_and_always_the_same_images():
+    torch.manual_seed(0)
+    data = ImageSet(torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8), torch.arange(300) % 10)
+    batches = TensorBatches(data, 256, Normalizer.fit(data.images, "per-channel"), train=False)
+    model = create_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
+    first = evaluate(model, batches, "cpu", 10, limit=200)
+    assert first["images"] == 200
+    torch.nn.init.normal_(model.fc.weight)
+    again = evaluate(model, batches, "cpu", 10, limit=200)
+    counts = [[sum(row) for row in r["confusion"]] for r in (first, again)]
+    assert counts[0] == counts[1] and sum(counts[0]) == 200  # the same images, class by class
+    assert evaluate(model, batches, "cpu", 10, limit=1000)["images"] == 300
+
+
+@pytest.mark.parametrize("limit", [1, 5, 100, 200])
+def test_eval_limit_is_exact_across_ranks(monkeypatch, limit):
+    """Each rank takes its strided share of the first ``limit`` images; together exactly ``limit``."""
+    data = ImageSet(torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8), torch.arange(300) % 10)
+    model = create_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
+    seen = 0
+    for rank in range(3):
+        ctx = DistContext(rank, 3, torch.device("cpu"))
+        monkeypatch.setattr(ctx, "all_reduce", lambda tensor, op="sum": tensor)  # one rank's own share
+        share = TensorBatches(
+            data, 96, Normalizer.fit(data.images, "per-channel"), train=False, rank=rank, world_size=3
+        )
+        seen += evaluate(model, share, "cpu", 10, limit=limit, ctx=ctx)["images"]
+    assert seen == limit
 
 
 @pytest.mark.parametrize(

@@ -297,7 +297,7 @@ def test_time_budget_times_the_step_the_runs_take(tmp_path: Path, monkeypatch: p
 
     def fake_measure(step, *args):
         timed.append(step.channels_last)
-        return Speed(step_s=0.01, eval_image_s=1e-4)
+        return Speed(step_s=0.01, eval_image_s=1e-4, checkpoint_s=0.0)
 
     monkeypatch.setattr(budget, "measure_speed", fake_measure)
     opts = Options(

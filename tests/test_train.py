@@ -16,9 +16,8 @@ import yaml
 
 from resnetlab.engine import TrainConfig, TrainStep, train
 from resnetlab.engine import budget as budget_mod
-from resnetlab.engine.budget import Speed, plan_iterations
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME
-from resnetlab.engine.config import DEFAULT_EVALUATIONS
+from resnetlab.engine.config import DEFAULT_CHECKPOINT_MINUTES
 from resnetlab.engine.trainer import DivergedError
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
@@ -60,7 +59,11 @@ def test_run_directory_follows_the_contract(tmp_path):
     out = result.out
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "metrics.jsonl", "metrics.csv", CHECKPOINT_NAME}
     stored = TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
-    assert stored.iterations == 12 and stored.recipe.batch_size == 32 and stored.checkpoint_every == 6
+    assert stored.iterations == 12 and stored.recipe.batch_size == 32 and stored.eval_every == 6
+    # The intervals left to choose are recorded as chosen: the subset is the whole 64-image split.
+    assert (stored.eval_limit, stored.checkpoint_every, stored.checkpoint_minutes) == (
+        64, None, DEFAULT_CHECKPOINT_MINUTES
+    )  # fmt: skip
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]
@@ -192,8 +195,8 @@ def test_eval_limit_applies_to_intermediate_evaluations_only(tmp_path):
     train(config)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     images = [(r["iteration"], r["images"]) for r in rows if r["kind"] == "eval"]
-    # Whole evaluation batches of 64 (twice the training batch): the limit of 20 rounds up to one.
-    assert images == [(4, 64), (8, 64), (12, 256)]
+    # Exactly 20 images, though evaluation batches hold 64 (twice the training batch).
+    assert images == [(4, 20), (8, 20), (12, 256)]
 
 
 def test_activation_checkpointing_gives_the_same_training(tmp_path):
@@ -209,31 +212,16 @@ def test_budget_fixes_the_iteration_count_and_equals_that_many_iterations(tmp_pa
     # here, so the outcome cannot depend on how busy the machine is (plan_iterations has its own test).
     speeds = []
     monkeypatch.setattr(
-        budget_mod, "plan_iterations", lambda budget_s, spent_s, speed, **kw: speeds.append(speed) or 12
+        budget_mod, "plan_iterations", lambda budget_s, spent_s, speed, *a, **kw: speeds.append(speed) or 12
     )
     timed = train(tiny_config(tmp_path / "budget", iterations=None, budget_minutes=0.05, log_every=2))
     n = timed.summary["iterations"]
     assert n == 12 and yaml.safe_load((tmp_path / "budget" / "config.yaml").read_text())["iterations"] == n
     assert len(speeds) == 1 and timed.summary["measured_step_s"] == speeds[0].step_s > 0
-    fixed = train(
-        tiny_config(
-            tmp_path / "fixed", iterations=n, log_every=2, eval_every=timed.summary["iterations"] // 20 or 1
-        )
-    )
+    fixed = train(tiny_config(tmp_path / "fixed", iterations=n, log_every=2))
     # Measuring the speed trained a few steps, then restored everything: same weights as --iterations n.
     a, b = weights(timed.model), weights(fixed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_plan_iterations_fits_the_budget():
-    speed = Speed(step_s=0.1, eval_image_s=0.001)
-    n = plan_iterations(600, 20, speed, eval_images=1000, final_eval_images=1000, eval_every=100)
-    used = 20 + n * 0.1 + (n / 100) * 1.0 + 1.0
-    assert used <= 600 * (1 - budget_mod.SAFETY_MARGIN) and used > 0.9 * 600 * (1 - budget_mod.SAFETY_MARGIN)
-    auto = plan_iterations(600, 20, speed, eval_images=1000, final_eval_images=1000, eval_every=None)
-    assert auto == int((600 * (1 - budget_mod.SAFETY_MARGIN) - 20 - 1 - DEFAULT_EVALUATIONS) / 0.1)
-    with pytest.raises(UserError, match="too short"):
-        plan_iterations(1, 0.5, speed, eval_images=1000, final_eval_images=1000, eval_every=None)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

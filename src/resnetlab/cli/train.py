@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.engine.checkpoint import resolve_checkpoint
-from resnetlab.engine.config import DEVICES, NORMALIZATIONS, TrainConfig
+from resnetlab.engine.config import (
+    DEFAULT_CHECKPOINT_MINUTES,
+    DEFAULT_EVAL_IMAGES,
+    DEVICES,
+    NORMALIZATIONS,
+    TrainConfig,
+)
 from resnetlab.errors import UserError
 from resnetlab.recipes import RECIPES, SCHEDULES, Recipe, load_overrides, recipe_for
 
@@ -50,6 +56,7 @@ RUN_FLAGS = (
     "eval_every",
     "eval_limit",
     "checkpoint_every",
+    "checkpoint_minutes",
 )
 
 
@@ -81,11 +88,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     recipe.add_argument("--nesterov", action="store_true", default=None)
     recipe.add_argument("--label-smoothing", type=float)
     recipe.add_argument("--zero-init-residual", action="store_true", default=None)
-    every = p.add_argument_group("intervals (iterations; chosen from the run length when omitted)")
-    every.add_argument("--log-every", type=int)
-    every.add_argument("--eval-every", type=int)
-    every.add_argument("--eval-limit", type=int, help="images per intermediate evaluation")
-    every.add_argument("--checkpoint-every", type=int, help="(a checkpoint is always written at the end)")
+    every = p.add_argument_group("intervals (chosen from the run length and the data when omitted)")
+    every.add_argument("--log-every", type=int, help="iterations between training log rows")
+    every.add_argument(
+        "--eval-every",
+        type=int,
+        help="iterations between intermediate evaluations (default: at most once an epoch and 20 times "
+        "a run, so none in a run shorter than an epoch)",
+    )
+    every.add_argument(
+        "--eval-limit",
+        type=int,
+        help=f"images per intermediate evaluation, a fixed shuffled subset of the split (default "
+        f"{DEFAULT_EVAL_IMAGES}); the final evaluation sees the whole split",
+    )
+    every.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="iterations between checkpoints, instead of the wall-clock interval (a checkpoint is "
+        "always written at the end)",
+    )
+    every.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        help=f"wall-clock minutes between checkpoints (default {DEFAULT_CHECKPOINT_MINUTES:g} "
+        "without --checkpoint-every)",
+    )
     p.add_argument(
         "--checkpoint-activations", action="store_true", default=None, help="recompute in backward"
     )
@@ -159,6 +187,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
         checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes,
         checkpoint_activations=bool(args.checkpoint_activations),
         sync_bn=bool(args.sync_bn),
         overwrite=args.overwrite,

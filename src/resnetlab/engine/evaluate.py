@@ -34,10 +34,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``model`` (put in eval mode, then restored) on ``batches`` (an iterable of (x, y)).
 
-    ``limit`` stops after about that many images (whole batches). With ``ctx`` of several ranks,
-    each evaluates its own share and the sums are all-reduced. Returns top1_error, top5_error,
-    loss (mean cross-entropy), images, per_class_accuracy (list; NaN for a class without images)
-    and confusion (list of lists, rows = true class, columns = prediction).
+    ``limit`` evaluates exactly that many images: the first of the batches' order, the last batch
+    cut short. With ``ctx`` of several ranks, each evaluates its own share (a strided share of every
+    global batch of ``batches.batch_size`` images, as the loaders give) and the sums are
+    all-reduced. Returns top1_error, top5_error, loss (mean cross-entropy), images,
+    per_class_accuracy (list; NaN for a class without images) and confusion (list of lists, rows =
+    true class, columns = prediction).
     """
     device = torch.device(device)
     ctx = ctx or DistContext(0, 1, device)
@@ -48,11 +50,17 @@ def evaluate(
     sums = torch.zeros(3, dtype=wide, device=device)  # loss, top-1 correct, top-k correct
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     images = 0
-    max_batches = _batch_limit(batches, limit)
+    global_batch = getattr(batches, "batch_size", None)  # None: plain (x, y) pairs of one process
+    seen = 0  # images of all ranks before this batch
     try:
-        for i, (x, y) in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
+        for x, y in batches:
+            if limit is not None:
+                # This rank's images among the first ``limit - seen`` of the global batch.
+                keep = len(range(ctx.rank, limit - seen, ctx.world_size))
+                if keep == 0:
+                    break
+                seen += global_batch or y.shape[0]
+                x, y = x[:keep], y[:keep]
             log_probs = _log_scores(model, x.to(device), amp, channels_last)
             y = y.to(device)
             top = log_probs.topk(k, dim=1).indices
@@ -68,13 +76,6 @@ def evaluate(
     ctx.all_reduce(confusion)
     ctx.all_reduce(counts)
     return _result(sums.tolist(), int(counts.item()), confusion.view(num_classes, num_classes).cpu())
-
-
-def _batch_limit(batches: Any, limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    global_batch = getattr(batches, "batch_size", None) or 1
-    return max(1, math.ceil(limit / global_batch))
 
 
 def _log_scores(model: nn.Module, x: torch.Tensor, amp: str | None, channels_last: bool) -> torch.Tensor:

@@ -24,7 +24,14 @@ from resnetlab.errors import UserError
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", CHECKPOINT_NAME, "summary.json")
 RUN_DIRS = ("tensorboard",)
 # Fields a request may leave as None ("choose for me") while the finished run recorded the choice.
-AUTO_FIELDS = ("iterations", "log_every", "eval_every", "checkpoint_every")
+AUTO_FIELDS = (
+    "iterations",
+    "log_every",
+    "eval_every",
+    "eval_limit",
+    "checkpoint_every",
+    "checkpoint_minutes",
+)
 
 
 def _differences(requested: TrainConfig, stored: dict[str, Any]) -> list[str]:

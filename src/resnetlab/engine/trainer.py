@@ -171,15 +171,13 @@ class _Trainer:
                 budget_s,
                 self.ctx,
             )
-            eval_images = self.data.eval_images
-            final_images = eval_images + self.data.test_images
             total = budget.plan_iterations(
                 budget_s,
                 time.perf_counter() - self.started,
                 speed,
-                eval_images=min(c.eval_limit or eval_images, eval_images),
-                final_eval_images=final_images,
-                eval_every=c.eval_every,
+                self._resolved,
+                eval_images=self.data.eval_images,
+                final_eval_images=self.data.eval_images + self.data.test_images,
             )
             self.measured_step_s = speed.step_s
             if self.ctx.is_main and not c.quiet:
@@ -194,7 +192,16 @@ class _Trainer:
                     f"{total} iterations, {shape}",
                     flush=True,
                 )
-        self.config = resolve_intervals(c, total)
+        self.config = self._resolved(total)
+
+    def _resolved(self, total: int) -> TrainConfig:
+        """The config of a ``total``-iteration run on this data, every interval chosen."""
+        return resolve_intervals(
+            self.config,
+            total,
+            batches_per_epoch=self.data.train.batches_per_epoch,
+            eval_images=self.data.eval_images,
+        )
 
     def _start(self) -> None:
         c, main = self.config, self.ctx.is_main
@@ -212,6 +219,7 @@ class _Trainer:
         self.tensorboard = TensorBoard(c.out if main else None)
         self.guard = FiniteGuard(self.ctx.device, self.iteration)
         self.log_clock = (time.perf_counter(), self.iteration)
+        self.checkpoint_clock = time.perf_counter()
 
     def elapsed(self) -> float:
         """Wall-clock seconds of training so far, across resumes."""
@@ -254,9 +262,16 @@ class _Trainer:
                 self.console.print(
                     f"validation error plateaued: lr {self.schedule.lr(it):g} from iteration {it}"
                 )
-        if it % c.checkpoint_every == 0 or it == c.iterations:
+        by_count = c.checkpoint_every is not None and it % c.checkpoint_every == 0
+        # The clock is read at log intervals only, and rank 0's reading decides, so all ranks agree.
+        read_clock = c.checkpoint_minutes is not None and it % c.log_every == 0
+        if by_count or (read_clock and self.ctx.agree(self._clock_due)) or it == c.iterations:
             self._checkpoint()
         stop_if_asked(it)
+
+    def _clock_due(self) -> bool:
+        """Whether ``checkpoint_minutes`` have passed since the last checkpoint (or the start)."""
+        return time.perf_counter() - self.checkpoint_clock >= 60 * self.config.checkpoint_minutes
 
     def _epoch_float(self) -> float:
         return self.iteration / self.data.train.batches_per_epoch
@@ -320,6 +335,7 @@ class _Trainer:
         if self.ctx.is_main:
             save_checkpoint(checkpoint_state(self), self.config.out / CHECKPOINT_NAME)
         self.last_checkpoint = self.iteration
+        self.checkpoint_clock = time.perf_counter()
 
     def _finish(self) -> TrainResult:
         c, data = self.config, self.data
