@@ -3,7 +3,7 @@
 Each subcommand lives in its own module with two functions: ``add_parser(subparsers)`` registers it
 and sets ``func`` on its parser to the callable that runs it. User mistakes raise
 :class:`resnetlab.errors.UserError` and end here as one line and exit code 2, as do writes the
-storage refuses.
+storage refuses; Ctrl-C is one line and exit code 130 (docs/reliability.md has the whole table).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"resnetlab: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resnetlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # 130 = 128 + SIGINT, the shell's code for a Ctrl-C
+        print(f"resnetlab: interrupted {exc}".rstrip(), file=sys.stderr)
         return 130
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
