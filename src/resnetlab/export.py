@@ -62,6 +62,7 @@ def export_safetensors(ckpt: dict[str, Any], out: Path) -> tuple[Path, Path]:
     from safetensors.torch import save
 
     out = Path(out)
+    model_from_checkpoint(ckpt)  # refuse to release weights that do not fit the config shipped with them
     _ensure_parent(out)
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}
     blob = save(tensors, metadata={"format": "pt", "model_name": ckpt["model_name"]})

@@ -2,16 +2,22 @@
 
 Each subcommand lives in its own module with two functions: ``add_parser(subparsers)`` registers it
 and sets ``func`` on its parser to the callable that runs it. User mistakes raise
-:class:`resnetlab.errors.UserError` and end here as one line and exit code 2.
+:class:`resnetlab.errors.UserError` and end here as one line and exit code 2, as do writes the
+storage refuses; Ctrl-C is one line and exit code 130 (docs/reliability.md has the whole table).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from resnetlab.errors import UserError
+
+# A write the machine's storage refuses (full disk, quota, file size limit, read-only filesystem) is
+# not a bug: it is reported like a user mistake.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 # Subcommand modules, in the order `resnetlab --help` lists them.
 COMMAND_MODULES = [
@@ -54,9 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"resnetlab: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resnetlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # 130 = 128 + SIGINT, the shell's code for a Ctrl-C
+        print(f"resnetlab: interrupted {exc}".rstrip(), file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"resnetlab: error: cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

@@ -37,6 +37,7 @@ EVAL_SPLITS = ("val", "test")
 CACHE_FORMAT = 1
 CHUNK = 512  # images per task sent to a decoding worker
 LIST_SKIPPED = 10  # how many skipped files a warning names
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -129,18 +130,24 @@ def scan_image_folder(path: Path, *, stats: bool = True) -> FolderLayout:
 
 
 def decode_rgb(path: str) -> np.ndarray:
-    """One image file as RGB uint8 (3, H, W): torchvision for JPEG/PNG/GIF/WebP, Pillow for the rest.
+    """One image file as RGB uint8 (3, H, W): torchvision for JPEG/GIF/WebP, Pillow for the rest.
 
-    A corrupt file raises the decoder's exception (Pillow's message, which names the problem).
+    A corrupt file raises the decoder's exception (Pillow's message, which names the problem). PNGs
+    go to Pillow: torchvision's PNG decoder (0.29) kills the process (SIGSEGV) on some damaged PNGs,
+    e.g. one whose image data is shorter than its header says.
     """
     with open(path, "rb") as f:
         data = f.read()
-    try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB).numpy()
-    except RuntimeError:
-        # Formats torchvision cannot read, or a damaged file: Pillow decides and explains.
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    if not data:
+        raise ValueError("the file is empty")
+    if not data.startswith(PNG_SIGNATURE):
+        try:
+            tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_image(tensor, ImageReadMode.RGB).numpy()
+        except RuntimeError:
+            pass  # formats torchvision cannot read, or a damaged file: Pillow decides and explains
+    with Image.open(path) as img:  # by name, so that its errors name the file
+        return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
 
 
 def describe(exc: BaseException) -> str:
@@ -216,9 +223,10 @@ def decode_files(
 
 
 def _bad_image(path: str, reason: str) -> UserError:
+    # `train` has no --skip-bad-images: point at the one command that has it.
     return UserError(
-        f"cannot decode image {path} ({reason}): replace or delete it, "
-        "or pass --skip-bad-images to leave unreadable images out"
+        f"cannot decode image {path} ({reason}): replace or delete it "
+        "(`resnetlab data info --skip-bad-images` lists every unreadable image)"
     )
 
 

@@ -32,9 +32,29 @@ def atomic_write_text(path: Path, text: str) -> None:
     write_file(path, text)
 
 
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError ``exc`` is or was raised from (torch.save wraps a failed write in a RuntimeError)."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Atomically save ``state`` (plain types only) with the format version added."""
-    atomic_write(Path(path), lambda f: torch.save({**state, "format_version": FORMAT_VERSION}, f))
+    """Atomically save ``state`` (plain types only) with the format version added.
+
+    A write that fails (disk full, file too large, no permission) is a :class:`UserError`; the file
+    at ``path`` is then the one that was there before, if any.
+    """
+    try:
+        atomic_write(Path(path), lambda f: torch.save({**state, "format_version": FORMAT_VERSION}, f))
+    except (OSError, RuntimeError) as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise UserError(
+            f"cannot write the checkpoint {path}: {cause.strerror or cause}; the checkpoint there before, "
+            "if any, is unchanged"
+        ) from None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

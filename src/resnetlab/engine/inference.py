@@ -6,6 +6,7 @@ normaliser fitted on its training data and the input size, so no training code o
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,22 +126,28 @@ def load_image(path: Path, image_size: list[int], imagenet_style: bool) -> torch
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"image {path} is a directory, not an image file")
     if not path.is_file():
         raise UserError(f"image {path} does not exist")
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            h, w = image_size
-            if imagenet_style:
-                short = round(min(h, w) * 256 / 224)
-                scale = short / min(img.size)
-                img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))))
-                left, top = (img.width - w) // 2, (img.height - h) // 2
-                img = img.crop((left, top, left + w, top + h))
-            else:
-                img = img.resize((w, h), Image.BILINEAR)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # The user named this file, so a large one is work, not an attack: no warning. Pillow
+            # still refuses beyond twice its limit (DecompressionBombError, reported below).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as original:
+                img = original.convert("RGB")
+        h, w = image_size
+        if imagenet_style:
+            short = round(min(h, w) * 256 / 224)
+            scale = short / min(img.size)
+            img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))))
+            left, top = (img.width - w) // 2, (img.height - h) // 2
+            img = img.crop((left, top, left + w, top + h))
+        else:
+            img = img.resize((w, h), Image.BILINEAR)
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
     return data.view(h, w, 3).permute(2, 0, 1).contiguous()
 

@@ -68,7 +68,7 @@ def prepare_run_dir(config: TrainConfig, lock: RunLock) -> dict[str, Any] | None
             stored = _read_yaml(out / "config.yaml")
             diff = _differences(config, stored)
             if not diff:
-                return json.loads((out / "summary.json").read_text())
+                return _read_finished_summary(out)
             raise UserError(
                 f"{out} holds a finished run with a different config (differs in {', '.join(diff)}); "
                 "use --overwrite to replace it or choose another --out"
@@ -81,7 +81,34 @@ def prepare_run_dir(config: TrainConfig, lock: RunLock) -> dict[str, Any] | None
         raise UserError(
             f"{out} holds the start of a run that wrote no checkpoint; start over with --overwrite"
         )
+    _remove_stale_temporaries(out)
     return None
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files of writes that a killed run left unfinished (see resnetlab.atomic).
+
+    Only a writer that died leaves one, and the lock held here means no writer is alive: without
+    this, every run killed mid-checkpoint would leave a checkpoint-sized file behind.
+    """
+    for name in RUN_FILES:
+        for tmp in out.glob(f".{name}.*.part"):
+            tmp.unlink(missing_ok=True)
+
+
+def _read_finished_summary(out: Path) -> dict[str, Any]:
+    """The summary.json of a finished run, or a UserError saying how to get a readable one back."""
+    path = out / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        problem = None if isinstance(summary, dict) else "not a JSON object"
+    except (OSError, ValueError) as exc:  # a hand-edited or damaged file (resnetlab writes atomically)
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    if problem:
+        raise UserError(
+            f"cannot read {path} ({problem}): rewrite it with --resume {out} or start over with --overwrite"
+        )
+    return summary
 
 
 def _check_resume_target(config: TrainConfig) -> None:

@@ -29,6 +29,7 @@ from resnetlab.engine.distributed import (
     setup_distributed,
 )
 from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.interrupt import Interrupted, InterruptFlag
 from resnetlab.engine.metrics import Console, FiniteGuard, Meter, MetricsLog, TensorBoard
 from resnetlab.engine.rundir import environment, prepare_run_dir, write_config, write_summary
 from resnetlab.engine.runlock import RunLock
@@ -94,7 +95,8 @@ class _Trainer:
         self._resolve_iterations()
         self._start()
         try:
-            self._loop()
+            with InterruptFlag(enabled=not self.ctx.distributed) as self.interrupt:
+                self._loop()
             return self._finish()
         finally:
             self.console.close()
@@ -240,6 +242,8 @@ class _Trainer:
                 self.step_in_epoch += 1
                 self.console.step()
                 self._after_step()
+                if self.interrupt.requested:
+                    self._stop_interrupted()
                 if self.iteration >= total:
                     break
             if self.step_in_epoch >= train_batches.batches_per_epoch:
@@ -336,6 +340,15 @@ class _Trainer:
             save_checkpoint(checkpoint_state(self), self.config.out / CHECKPOINT_NAME)
         self.last_checkpoint = self.iteration
         self.checkpoint_clock = time.perf_counter()
+
+    def _stop_interrupted(self) -> None:
+        if self.last_checkpoint != self.iteration:
+            self._checkpoint()
+        out = self.config.out
+        raise Interrupted(
+            f"at iteration {self.iteration} of {self.config.iterations}; its checkpoint is in {out}: "
+            f"continue with `resnetlab train --resume {out}`"
+        )
 
     def _finish(self) -> TrainResult:
         c, data = self.config, self.data

@@ -63,8 +63,12 @@ class Options:
             self.budget_minutes > 0 and math.isfinite(self.budget_minutes)
         ):
             raise UserError(f"--budget-minutes must be a positive number, got {self.budget_minutes}")
-        if self.batch_size < 1 or self.evals < 0 or (self.eval_limit is not None and self.eval_limit < 1):
-            raise UserError("--batch-size and --eval-limit must be positive and --evals non-negative")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be a positive count, got {self.batch_size}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise UserError(f"--eval-limit must be a positive count, got {self.eval_limit}")
+        if self.evals < 0:
+            raise UserError(f"--evals must be 0 (none) or a positive count, got {self.evals}")
 
 
 @dataclass(frozen=True)
