@@ -111,15 +111,16 @@ def train_test_panels(curves: Sequence[Curve], path: Path, title: str) -> Path:
 def layer_responses(series: dict[str, Sequence[float]], path: Path, title: str) -> Path:
     """Fig. 7: std of each 3x3 layer's response in layer order (top) and sorted descending (bottom).
 
-    Labels starting with "plain" are drawn dashed, residual nets solid; one colour per depth.
+    Labels starting with "plain" are drawn dashed, residual nets solid; one colour per net. One
+    legend, outside the panels: with many nets of 55 layers any place inside hides data.
     """
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7))
     for i, (label, stds) in enumerate(series.items()):
         style = dict(
             color=plt.get_cmap("tab10")(i % 10), ls="--" if label.lower().startswith("plain") else "-"
         )
-        top.plot(range(1, len(stds) + 1), stds, label=label, marker=".", **style)
-        bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), label=label, **style)
+        top.plot(range(1, len(stds) + 1), stds, label=label, marker=".", ms=4, lw=1.2, **style)
+        bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), lw=1.5, **style)
     top.set_title("in layer order")
     top.set_xlabel("layer index (3x3 convs, input to output)")
     bottom.set_title("sorted by magnitude")
@@ -127,7 +128,7 @@ def layer_responses(series: dict[str, Sequence[float]], path: Path, title: str) 
     for ax in (top, bottom):
         ax.set_ylabel("std of response after BN")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="plain dashed")
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -71,37 +71,68 @@ class _Moments:
         return max(var, 0.0) ** 0.5
 
 
-def layer_responses(
+@dataclass(frozen=True)
+class Measurement:
+    """The layer responses of one pass over the data, and the top-1 error of the same forward passes."""
+
+    responses: list[LayerResponse]
+    images: int
+    top1_error: float | None  # None when the batches carry no labels
+
+
+def measure_responses(
     model: ResNet,
     batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
     device: str | torch.device = "cpu",
-) -> list[LayerResponse]:
-    """Std of every 3x3 layer's response (after BN) over ``batches``, in forward order.
+    limit: int | None = None,
+) -> Measurement:
+    """Std of every 3x3 layer's response (after BN) over ``batches``, in forward order, and the
+    top-1 error of the logits where the batches are (inputs, labels, ...) tuples.
 
-    ``batches`` yields input tensors or (inputs, labels, ...) tuples, e.g. a test-set
-    :class:`~resnetlab.data.loader.TensorBatches` epoch. The model is evaluated in eval mode and
-    left in the mode it came in.
+    ``batches`` yields input tensors or such tuples, e.g. a test-set
+    :class:`~resnetlab.data.loader.TensorBatches` epoch; ``limit`` stops after that many images.
+    The model is evaluated in eval mode and left in the mode it came in.
     """
     layers = response_layers(model)
     moments = [_Moments() for _ in layers]
     handles = [bn.register_forward_hook(m) for (_, bn), m in zip(layers, moments, strict=True)]
     was_training = model.training
     model.eval()
+    images, wrong, labelled = 0, 0, True
     try:
         with torch.no_grad():
             for batch in batches:
                 x = batch[0] if isinstance(batch, tuple | list) else batch
-                model(x.to(device))
+                take = x.shape[0] if limit is None else min(x.shape[0], limit - images)
+                if take <= 0:
+                    break
+                logits = model(x[:take].to(device))
+                images += take
+                if isinstance(batch, tuple | list) and len(batch) > 1:
+                    wrong += int((logits.argmax(1) != batch[1][:take].to(logits.device)).sum())
+                else:
+                    labelled = False
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    if moments and moments[0].n == 0:
+    if images == 0:
         raise ValueError("no batches were given: cannot measure layer responses")
-    return [
+    responses = [
         LayerResponse(i + 1, name, m.std())
         for i, ((name, _), m) in enumerate(zip(layers, moments, strict=True))
     ]
+    return Measurement(responses, images, wrong / images if labelled else None)
+
+
+def layer_responses(
+    model: ResNet,
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
+    device: str | torch.device = "cpu",
+) -> list[LayerResponse]:
+    """Std of every 3x3 layer's response (after BN) over ``batches``, in forward order (see
+    :func:`measure_responses`)."""
+    return measure_responses(model, batches, device).responses
 
 
 def sorted_stds(responses: list[LayerResponse]) -> list[float]:

@@ -12,6 +12,7 @@ from resnetlab.errors import UserError
 from resnetlab.experiments import EXPERIMENTS, build_report, experiment_module
 from resnetlab.experiments.common import Options, parse_depths, read_record, record_path
 from resnetlab.experiments.degradation import DEFAULTS
+from resnetlab.weights import WEIGHTS_HELP
 
 HELP = {
     "degradation": "plain vs residual nets of several depths: Fig. 1 and Fig. 6, training and test error",
@@ -44,7 +45,9 @@ def _positive_float(text: str) -> float:
 
 
 def _common(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument("--dataset", default=DEFAULTS.dataset, help=f"{SPEC_HELP} (default: %(default)s)")
+    own = "; with --nets, each net's own" if name == "responses" else ""
+    # default None, filled in by options(): --nets must tell a given --dataset from the default
+    p.add_argument("--dataset", help=f"{SPEC_HELP} (default: {DEFAULTS.dataset}{own})")
     p.add_argument("--data-dir", help="where datasets are cached or downloaded (default: the library's)")
     p.add_argument(
         "--out", type=Path, default=Path("runs") / name, help="output folder (default: %(default)s)"
@@ -83,12 +86,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name, text in HELP.items():
         e = experiments.add_parser(name, help=text, description=text)
         _common(e, name)
-        if name in ("degradation", "responses", "gradients"):
+        if name in ("degradation", "gradients"):
             e.add_argument(
                 "--depths", default=depths_default, help="CIFAR depths 6n+2 (default: %(default)s)"
             )
         e.set_defaults(func=run_reproduce)
     g = experiments.choices
+    which = g["responses"].add_mutually_exclusive_group()
+    which.add_argument(
+        "--depths", default=depths_default, help="CIFAR depths 6n+2 to train (default: %(default)s)"
+    )
+    which.add_argument(
+        "--nets",
+        metavar="REF,REF,...",
+        help=f"measure these trained nets instead of training any; each REF is {WEIGHTS_HELP}",
+    )
     g["responses"].add_argument(
         "--test-images", type=_positive_int, help="test images to measure on (default: all)"
     )
@@ -141,7 +153,7 @@ def options(args: argparse.Namespace) -> Options:
         minutes = DEFAULTS.budget_minutes
     opts = Options(
         out=args.out,
-        dataset=args.dataset,
+        dataset=args.dataset or DEFAULTS.dataset,
         data_dir=args.data_dir,
         seeds=args.seeds,
         budget_iterations=args.budget_iterations,
@@ -179,12 +191,33 @@ def _experiment_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         }
     if name == "shortcuts":
         return {"depth": parse_depths(str(args.depth), count=1)[0]}
+    if name == "responses" and args.nets is not None:
+        return _nets_kwargs(args)
     kwargs: dict[str, Any] = {"depths": parse_depths(args.depths)}
     if name == "responses":
         kwargs["test_images"] = args.test_images
     if name == "gradients":
         kwargs["batches"] = args.batches
     return kwargs
+
+
+def _nets_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``responses --nets``: the references, the dataset if given, and nothing about training."""
+    refs = tuple(r.strip() for r in args.nets.split(",") if r.strip())
+    if not refs:
+        raise UserError(f"--nets needs comma-separated weights references, got {args.nets!r}")
+    trains = [
+        flag
+        for flag, given in (
+            ("--budget-iterations", args.budget_iterations is not None),
+            ("--budget-minutes", args.budget_minutes is not None),
+            ("--seeds", args.seeds != DEFAULTS.seeds),
+        )
+        if given
+    ]
+    if trains:
+        raise UserError(f"--nets measures trained nets and trains none: {', '.join(trains)} does not apply")
+    return {"nets": refs, "dataset": args.dataset, "test_images": args.test_images}
 
 
 def run_reproduce(args: argparse.Namespace) -> int:

@@ -92,6 +92,28 @@ def _stream_split(splits: DatasetSplits, split: str | None, normalizer: Normaliz
     return name, batches
 
 
+def checkpoint_batches(
+    ckpt: dict[str, Any],
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str | None = None,
+    ten_crop: bool = False,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> tuple[str, Any]:
+    """(split name, unaugmented batches) of ``split`` ("test" or "val"; default test when there is
+    one) of ``dataset`` (default: the checkpoint's own), prepared as the checkpoint's net expects:
+    its normaliser, classes and input size."""
+    config = ckpt.get("config", {})
+    dataset = dataset or config.get("dataset")
+    if not dataset:
+        raise UserError("the checkpoint does not name its dataset: give --dataset")
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    how = _Loading(ten_crop, batch_size, dev)
+    return _split_batches(ckpt, dataset, data_dir or config.get("data_dir"), split, how)
+
+
 def evaluate_checkpoint(
     ckpt: dict[str, Any],
     *,
@@ -105,13 +127,16 @@ def evaluate_checkpoint(
     """Evaluate a loaded checkpoint on ``split`` ("test" or "val"; default test when there is one)."""
     if batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
-    config = ckpt.get("config", {})
-    dataset = dataset or config.get("dataset")
-    if not dataset:
-        raise UserError("the checkpoint does not name its dataset: give --dataset")
     dev = select_device(device)
-    how = _Loading(ten_crop, batch_size, dev)
-    name, batches = _split_batches(ckpt, dataset, data_dir or config.get("data_dir"), split, how)
+    name, batches = checkpoint_batches(
+        ckpt,
+        dataset=dataset,
+        data_dir=data_dir,
+        split=split,
+        ten_crop=ten_crop,
+        batch_size=batch_size,
+        device=dev,
+    )
     model = model_from_checkpoint(ckpt).to(dev)
     result = evaluate(model, batches, dev, len(ckpt["classes"]))
     return Evaluation(name, list(ckpt["classes"]), ten_crop, result)

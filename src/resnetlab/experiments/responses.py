@@ -2,6 +2,8 @@
 
 Trains (or reuses, e.g. from ``reproduce degradation`` in the same ``--out``) plain and residual
 nets of each depth, then measures the std of every 3x3 layer's output after BN on the test set.
+With ``--nets`` it trains nothing and measures given trained nets instead (see
+:mod:`resnetlab.experiments.responses_nets`); its record has ``nets`` where this one has ``responses``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,20 @@ CLAIM = (
 CLEAR_RATIO = 0.95  # a mean response this fraction of the other's (or less) counts as smaller
 
 
-def run(opts: Options, depths: tuple[int, ...], test_images: int | None = None) -> dict[str, Any]:
-    """Train or reuse the nets, measure their responses on the test set, write the record."""
+def run(
+    opts: Options,
+    depths: tuple[int, ...] = (),
+    test_images: int | None = None,
+    nets: tuple[str, ...] = (),
+    dataset: str | None = None,
+) -> dict[str, Any]:
+    """Train or reuse the nets of ``depths``, measure their responses on the test set, write the
+    record; with ``nets`` (weights references) measure those instead, each on ``dataset`` (default:
+    its own)."""
+    if nets:
+        from resnetlab.experiments import responses_nets  # it imports this module: no import cycle
+
+        return responses_nets.run(opts, nets, dataset, test_images)
     started = time.perf_counter()
     nets = degradation.nets_for(depths)
     iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
@@ -57,7 +71,9 @@ def mean_stds(record: dict[str, Any]) -> dict[Net, list[float]]:
     return {net: [statistics.fmean(v) for v in zip(*runs, strict=True)] for net, runs in per_net.items()}
 
 
-def _smaller(small: tuple[str, float], large: tuple[str, float], claim: str, short: bool) -> Verdict:
+def smaller(small: tuple[str, float], large: tuple[str, float], claim: str, short: bool) -> Verdict:
+    """A verdict on "``small``'s mean response is smaller than ``large``'s" ((label, mean std) each);
+    ``short`` (a budget too short to tell) makes a near tie inconclusive instead of not reproduced."""
     (s_label, s), (l_label, big) = small, large
     text = f"mean response std {s_label} {s:.3f} vs {l_label} {big:.3f}"
     if s <= CLEAR_RATIO * big:
@@ -77,16 +93,20 @@ def verdicts(stds: dict[Net, list[float]], iterations: int) -> list[Verdict]:
         p, r = Net(d, False), Net(d, True)
         if p in mean and r in mean:
             claim = "smaller responses of the residual net"
-            out.append(_smaller((r.label, mean[r]), (p.label, mean[p]), claim, short))
+            out.append(smaller((r.label, mean[r]), (p.label, mean[p]), claim, short))
     lo, hi = Net(depths[0], True), Net(depths[-1], True)
     if lo != hi and lo in mean and hi in mean:
         claim = "smaller responses of the deeper ResNet"
-        out.append(_smaller((hi.label, mean[hi]), (lo.label, mean[lo]), claim, short))
+        out.append(smaller((hi.label, mean[hi]), (lo.label, mean[lo]), claim, short))
     return out
 
 
 def section(out: Path, record: dict[str, Any]) -> Section:
-    """Fig. 7 and its verdicts from the stored measurements."""
+    """Fig. 7 and its verdicts from the stored measurements (of nets trained here, or of ``--nets``)."""
+    if "nets" in record:
+        from resnetlab.experiments import responses_nets
+
+        return responses_nets.section(out, record)
     stds = mean_stds(record)
     order = sorted(stds, key=lambda n: (n.residual, n.depth))
     iterations = record["budget"]["iterations"]
