@@ -282,7 +282,7 @@ def converted_dir(tmp_path_factory):
 @pytest.mark.parametrize(
     ("call", "fragment"),
     [
-        (lambda d, t: create_model("plain20", pretrained=True), "no pretrained weights for plain20"),
+        (lambda d, t: create_model("plain32", pretrained=True), "no pretrained weights for plain32"),
         (
             lambda d, t: create_model("resnet20", pretrained="nosuchtag"),
             "no resnet20 weights tagged 'nosuchtag'",
@@ -311,5 +311,9 @@ def test_a_directory_with_several_exports_asks_for_the_file(converted_dir, tmp_p
 
 
 def test_list_weights_filters_on_name_and_tag():
-    assert [c.model for c in list_weights("resnet5")] == ["resnet56"]
+    assert [c.ref for c in list_weights("resnet5")] == [
+        "pretrained:resnet56:akamaster",
+        "pretrained:resnet56:cifar10-jpeg",
+    ]
     assert len(list_weights("*:akamaster")) == 6 and list_weights("nothing") == []
+    assert [c.model for c in list_weights("*:cifar10-jpeg")] == ["resnet20", "plain20", "resnet56", "plain56"]

@@ -248,8 +248,8 @@ def _our_card(name: str, sha256: str, iterations: int, top1: float, top5: float,
 # The registry, in listing order; a model's first card is its default weights. In-package weights are
 # one WeightsCard each here, with file="NAME-TAG.safetensors", url=None and the file's sha256.
 WEIGHTS: tuple[WeightsCard, ...] = (
-    *(_our_card(name, *entry) for name, entry in _OURS.items()),
     *(_akamaster_card(name, *entry) for name, entry in _AKAMASTER_FILES.items()),
+    *(_our_card(name, *entry) for name, entry in _OURS.items()),
 )
 
 
