@@ -646,7 +646,8 @@ CASES: list[Case] = [
         "a directory without checkpoint.pt where a checkpoint is expected",
         "eval W/img",
         2,
-        "resnetlab: error: run directory W/img has no checkpoint.pt to resume from or evaluate",
+        "resnetlab: error: W/img has neither a checkpoint.pt nor an exported NAME.safetensors"
+        " with its NAME.json",
         setup=lambda w: (w / "img").mkdir(exist_ok=True),
     ),
     Case(

@@ -282,7 +282,9 @@ def test_time_budget_measures_this_machine(tmp_path: Path, monkeypatch: pytest.M
     assert len(measured) == len(nets) and all(s.step_s > 0 and s.eval_image_s > 0 for s in measured)
 
     # How the count follows from a speed, with a fixed one: the machine's load cannot change it.
-    monkeypatch.setattr(budget, "measure_speed", lambda *args: Speed(step_s=0.01, eval_image_s=1e-4))
+    monkeypatch.setattr(
+        budget, "measure_speed", lambda *args: Speed(step_s=0.01, eval_image_s=1e-4, checkpoint_s=0.0)
+    )
     small, large = (
         budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": m}), nets) for m in (0.5, 2.0)
     )
