@@ -9,7 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
-from resnetlab.models import builder, list_models
+from resnetlab.hub import builder
+from resnetlab.models import list_models
 
 dependencies = ["torch", "torchvision"]
 

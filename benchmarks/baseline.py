@@ -12,7 +12,7 @@ preparing batches while *our* block is being timed, moving the baseline's data c
 So the workers are stopped (SIGSTOP) at the end of every baseline block and continued (SIGCONT) at the
 start of the next: they use the CPU only while the baseline is on the clock, as in a run of its own.
 
-The model is resnetlab's own ``create_model(name)`` run plainly (eager, NCHW, no folding): the same
+The model is resnetlab's own ``build_model(name)`` run plainly (eager, NCHW, no folding): the same
 architecture by construction (same parameters and multiply-adds), so the ratio measures the pipeline
 and the step, not a difference between two implementations of the net. Its modules are ordinary
 Conv2d/BatchNorm2d/ReLU exactly as a torchvision-style CIFAR ResNet-20 uses them.
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from common import alternate, median, train_setup
-from resnetlab.models import create_model
+from resnetlab.models import build_model
 
 
 def _record_pid(pids: Any, worker_id: int) -> None:
@@ -143,7 +143,7 @@ class BaselineTrain:
 def baseline_eval_model(model_name: str, device: torch.device, seed: int = 0) -> torch.nn.Module:
     """The eager NCHW float32 model in eval mode, as usually run for inference."""
     torch.manual_seed(seed)
-    return create_model(model_name).to(device).eval()
+    return build_model(model_name).to(device).eval()
 
 
 def eval_batch(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

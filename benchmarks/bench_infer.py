@@ -1,7 +1,7 @@
 """Inference throughput (eval mode, images/s of the model's forward pass), ours against eager.
 
 Baseline: the eager NCHW float32 model in eval mode under ``torch.no_grad()``, as usually written.
-Ours: ``resnetlab.inference.optimize_for_inference`` (BN folded into the preceding conv, eval,
+Ours: ``resnetlab.folding.optimize_for_inference`` (BN folded into the preceding conv, eval,
 channels_last) under ``torch.inference_mode()``; with ``torch.compile`` (inductor, weights frozen)
 as a further variant, used as "ours" only where it measurably helps (>= 5% over the eager variant).
 Both sides get the same prepared batch; the outputs must agree with the unfolded model within 1e-4
@@ -34,7 +34,7 @@ from common import (
     save_json,
     setup,
 )
-from resnetlab.inference import optimize_for_inference, relative_error
+from resnetlab.folding import optimize_for_inference, relative_error
 
 TARGET_RATIO, TOLERANCE, COMPILE_GAIN = 1.25, 1e-4, 1.05
 # (model, image size, batch on CUDA and CPU, batch in CPU --quick)

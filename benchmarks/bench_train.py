@@ -49,7 +49,7 @@ from resnetlab.analysis.counts import count_macs
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.loader import ImageSet, TensorBatches
 from resnetlab.engine.step import TrainStep
-from resnetlab.models import create_model
+from resnetlab.models import build_model
 
 TARGET_RATIO, TARGET_FLOP_FRACTION = 1.4, 0.8  # issue #6, ResNet-20 at batch 128
 
@@ -185,7 +185,7 @@ def bench_config(
     baseline.close()
     matmul = times.pop("matmul")
     rate = {name: batch * steps / median(t) for name, t in times.items()}
-    macs = count_macs(create_model(cfg.model), cfg.size)
+    macs = count_macs(build_model(cfg.model), cfg.size)
     # FLOPs of one timed block of ours, and of one matmul: their paired ratio is the FLOP fraction.
     block_flops, matmul_flops = 6 * macs * batch * steps, 2 * MATMUL_N**3
     return {

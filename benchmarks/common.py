@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resnetlab.models import create_model
+from resnetlab.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpeg"
@@ -249,5 +249,5 @@ def train_setup(
     """The net in train mode and its SGD (lr 0.1, momentum 0.9, weight decay 1e-4), the same for every
     pipeline: seeded alike, so each side starts from the same weights."""
     torch.manual_seed(seed)
-    model = create_model(model_name).to(device).train()
+    model = build_model(model_name).to(device).train()
     return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

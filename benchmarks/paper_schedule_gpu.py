@@ -40,16 +40,17 @@ import torch
 import torch.nn.functional as F
 
 from resnetlab.analysis.counts import count_params
+from resnetlab.atomic import atomic_write
 from resnetlab.data.augment import Normalizer, apply_crop_flip, draw_crop_flip
 from resnetlab.data.datasets import load_dataset
-from resnetlab.data.loader import TensorBatches, _seeded
+from resnetlab.data.loader import TensorBatches, seeded_generator
 from resnetlab.engine.checkpoint import save_checkpoint
 from resnetlab.engine.evaluate import evaluate
-from resnetlab.engine.rundir import environment
+from resnetlab.engine.rundir import environment, write_summary
 from resnetlab.engine.schedules import LRSchedule
 from resnetlab.experiments.common import Net as PaperNet
 from resnetlab.experiments.common import run_entries, write_record
-from resnetlab.models import create_model, model_info
+from resnetlab.models import build_model, model_info
 from resnetlab.recipes import get_recipe
 
 PAPER_ITERATIONS = 64000
@@ -92,8 +93,9 @@ class EpochTables:
         self.flips = torch.zeros(slots, dtype=torch.bool, device=device)
 
     def fill(self, epoch: int) -> None:
-        order = torch.randperm(self.n, generator=_seeded(self.seed, epoch))[: self.steps * self.batch]
-        draws = [draw_crop_flip(self.batch, _seeded(self.seed, epoch, s)) for s in range(self.steps)]
+        shuffle = seeded_generator(self.seed, epoch)
+        order = torch.randperm(self.n, generator=shuffle)[: self.steps * self.batch]
+        draws = [draw_crop_flip(self.batch, seeded_generator(self.seed, epoch, s)) for s in range(self.steps)]
         self.index.copy_(order, non_blocking=False)
         self.offsets.copy_(torch.cat([d[0] for d in draws]))
         self.flips.copy_(torch.cat([d[1] for d in draws]))
@@ -139,7 +141,7 @@ def train_step(
 
 def build_net(name: str, seed: int, device: torch.device, lr: float) -> Net:
     torch.manual_seed(seed)  # the same initial weights as `resnetlab train --seed`
-    model = create_model(name).to(device).to(memory_format=torch.channels_last).train()
+    model = build_model(name).to(device).to(memory_format=torch.channels_last).train()
     params = list(model.parameters())
     zeros = lambda: torch.zeros((), device=device)  # noqa: E731
     return Net(
@@ -452,7 +454,7 @@ def write_runs(fleet: Fleet, args, recipe, done: int, iterations: int, amp: bool
             "torch": torch.__version__,
             "final": final_errors(net.rows),
         }
-        (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_summary(run, summary)
 
 
 def final_errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -500,7 +502,7 @@ def degradation_record(out: Path, names: list[str], report: dict[str, Any]) -> P
 
 def resnet50_throughput(device: torch.device, steps: int) -> dict[str, Any]:
     """Training images/s of ResNet-50 at 224x224, batch 256, bf16 autocast, channels_last (eager)."""
-    model = create_model("resnet50").to(device).to(memory_format=torch.channels_last)
+    model = build_model("resnet50").to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(256, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (256,), device=device)
@@ -554,14 +556,14 @@ def main() -> None:
     report["chosen"] = {"precision": "bf16" if amp else "fp32", "iterations": iterations}
     print(f"training {names} for {iterations} iterations, {report['chosen']['precision']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fleet.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write(args.out / "fleet.json", json.dumps(report, indent=1) + "\n")
     report["train"] = train_fleet(names, data, splits, args, amp, iterations)
     report["finals"] = {n: json.loads((args.out / n / "summary.json").read_text())["final"] for n in names}
     if device.type == "cuda" and args.resnet50_steps:
         report["resnet50"] = resnet50_throughput(device, args.resnet50_steps)
     report["total_s"] = time.perf_counter() - t0
     degradation_record(args.out, names, report)
-    (args.out / "fleet.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write(args.out / "fleet.json", json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("chosen", "train", "finals", "total_s")}), flush=True)
     pack(args)
 

@@ -35,7 +35,7 @@ import resnetlab
 from cli_runner import run_cli
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.testhook import STOP_AT
-from resnetlab.models import create_model
+from resnetlab.models import build_model
 
 # The run every training case starts from: 6 iterations of 16 images (4 per epoch), checkpoints at 2, 4, 6.
 RUN = (
@@ -158,13 +158,13 @@ def altered_checkpoint(w: Path, name: str, **changes: object) -> Path:
 def resnet32_weights(w: Path) -> Path:
     """The run's checkpoint with a ResNet-32's weights (what a swapped or mislabelled file holds)."""
     return altered_checkpoint(
-        w, "resnet32-weights.pt", model=create_model("resnet32", num_classes=4).state_dict()
+        w, "resnet32-weights.pt", model=build_model("resnet32", num_classes=4).state_dict()
     )
 
 
 def ten_outputs(w: Path) -> Path:
     """A checkpoint of a 10-class network that names only the run's 4 classes."""
-    model = create_model("resnet20", num_classes=10)
+    model = build_model("resnet20", num_classes=10)
     return altered_checkpoint(w, "ten-outputs.pt", model=model.state_dict(), model_config=model.config)
 
 
@@ -225,7 +225,7 @@ def as_ordinary_user() -> Iterator[None]:
     import safetensors.torch  # noqa: F401
 
     import resnetlab.data.folder
-    import resnetlab.engine.inference  # noqa: F401
+    import resnetlab.inference  # noqa: F401
 
     os.setegid(NOBODY)
     os.seteuid(NOBODY)
@@ -736,6 +736,27 @@ CASES: list[Case] = [
         "resnetlab: error: cannot read W/bad-summary/summary.json (JSONDecodeError: …): rewrite it with "
         "--resume W/bad-summary or start over with --overwrite",
         setup=lambda w: write_bytes(copy_run(w, "run", "bad-summary") / "summary.json", b'{"final": {"top1'),
+    ),
+    Case(
+        "incomplete-summary",
+        "summary.json of a finished run valid JSON but without its results, then the same train again",
+        "train RUN --out W/thin-summary",
+        2,
+        "resnetlab: error: cannot read W/thin-summary/summary.json (no number final.top1_error): rewrite it "
+        "with --resume W/thin-summary or start over with --overwrite",
+        setup=lambda w: write_bytes(
+            copy_run(w, "run", "thin-summary") / "summary.json",
+            b'{"params": 1, "wall_time_s": 2.0, "final": {}}',
+        ),
+    ),
+    Case(
+        "incomplete-record",
+        "a reproduction record without what its report section reads, given to report",
+        "report W/thin-record",
+        2,
+        "resnetlab: error: W/thin-record/degradation.json is not a complete degradation record "
+        "(KeyError: 'runs'): rerun `resnetlab reproduce degradation`",
+        setup=lambda w: write_bytes(w / "thin-record" / "degradation.json", b'{"experiment": "degradation"}'),
     ),
     Case(
         "damaged-config",

@@ -9,7 +9,7 @@ from torch import nn
 
 from resnetlab.analysis.gradients import LayerGradient, early_late_ratio, gradient_norms, weight_layers
 from resnetlab.analysis.responses import layer_responses, response_layers, sorted_stds
-from resnetlab.models import ResNet, create_model
+from resnetlab.models import ResNet, build_model
 
 
 def _tiny(residual: bool = True, **kw) -> ResNet:
@@ -28,7 +28,7 @@ def _count_3x3(model: nn.Module) -> int:
         _tiny(True),
         _tiny(False),
         _tiny(True, shortcut="B"),
-        create_model("plain20"),
+        build_model("plain20"),
         ResNet(block="bottleneck", layers=(1, 2), widths=(4, 8), stem="imagenet"),
     ],
     ids=["resnet", "plain", "option-B", "plain20", "bottleneck-imagenet"],
@@ -41,7 +41,7 @@ def test_one_hook_per_3x3_conv(model: ResNet) -> None:
 
 
 def test_cifar_net_layers_in_forward_order() -> None:
-    names = [name for name, _ in response_layers(create_model("resnet20"))]
+    names = [name for name, _ in response_layers(build_model("resnet20"))]
     assert len(names) == 19  # the stem's 3x3 and two per block, 3 x 3 blocks
     assert names[:4] == ["bn1", "layer1.0.bn1", "layer1.0.bn2", "layer1.1.bn1"]
     assert names[-1] == "layer3.2.bn2"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from resnetlab.data.augment import Normalizer, apply_crop_flip, draw_crop_flip, random_crop_flip
-from resnetlab.data.datasets import split_train_val
 from resnetlab.data.loader import ImageSet, TensorBatches
+from resnetlab.data.splits import split_train_val
 from resnetlab.errors import UserError
 
 

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnetlab.models import create_model
+from resnetlab.models import build_model
 from resnetlab.models.resnet import ResNet
 
 # A small depth of each block type: ResNet-20 (basic, option A) and narrow bottleneck nets with a
 # projection shortcut (its BN runs inside the checkpointed block) and the pre-activation variant.
 NETS = {
-    "resnet20": (lambda: create_model("resnet20"), 32),
+    "resnet20": (lambda: build_model("resnet20"), 32),
     "bottleneck-B": (lambda: ResNet("bottleneck", (2, 2), (8, 16), stem="imagenet", shortcut="B"), 32),
     "bottleneck-preact-C": (
         lambda: ResNet("bottleneck", (1, 2), (8, 16), stem="imagenet", shortcut="C", preact=True),

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnetlab.atomic import atomic_open
 from resnetlab.engine import TrainConfig, train
 from resnetlab.engine import trainer as trainer_mod
-from resnetlab.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from resnetlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.engine.runlock import LOCK_NAME, RunLock
 from resnetlab.engine.testhook import STOP_AT as STOP_AT_ENV
 from resnetlab.errors import UserError
@@ -62,8 +63,8 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         f.write(b"half of the new")
         raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError):
-        atomic_write(path, failing)
+    with pytest.raises(RuntimeError), atomic_open(path) as f:
+        failing(f)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temp file left behind
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from resnetlab.engine import TrainConfig, build_data, train
-from resnetlab.models import create_model
+from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def single(tmp_path_factory):
 def first_batch_losses(config: TrainConfig) -> tuple[float, float]:
     """(full-batch loss, mean of the two half-batch losses) of the initial weights on batch 1."""
     torch.manual_seed(config.seed)  # as the trainer does before building the net
-    model = create_model("resnet20", num_classes=10)
+    model = build_model("resnet20", num_classes=10)
     x, y = next(iter(build_data(config)[0].epoch(0)))
     with torch.no_grad():
         full = F.cross_entropy(model(x), y).item()

@@ -12,7 +12,7 @@ from resnetlab.engine import TrainConfig, train
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.export import export_onnx, load_safetensors
-from resnetlab.models import ResNet, create_model
+from resnetlab.models import ResNet, build_model
 from resnetlab.recipes import get_recipe
 
 
@@ -43,7 +43,7 @@ def test_safetensors_and_config_rebuild_the_network(run):
 
     rebuilt = ResNet(**meta["model_config"])
     rebuilt.load_state_dict(load_file(weights))
-    again = create_model(meta["model_name"], **meta["model_config"])
+    again = build_model(meta["model_name"], **meta["model_config"])
     again.load_state_dict(load_file(weights))
     reference = model_from_checkpoint(load_checkpoint(run.out))
     x = torch.randn(3, 3, 8, 8)

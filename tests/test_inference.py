@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from resnetlab.inference import fold_bn, fold_conv_bn, optimize_for_inference, relative_error
-from resnetlab.models import create_model
+from resnetlab.folding import fold_bn, fold_conv_bn, optimize_for_inference, relative_error
+from resnetlab.models import build_model
 from resnetlab.models.resnet import ResNet
 
 TOLERANCE = 1e-4  # relative, as issue #6 asks of the folded model
@@ -49,7 +49,7 @@ def _bn_count(model: nn.Module) -> int:
 
 def _net(name: str, overrides: dict) -> ResNet:
     torch.manual_seed(0)
-    model = create_model(name, **overrides)
+    model = build_model(name, **overrides)
     _randomize_bn(model)
     return model
 

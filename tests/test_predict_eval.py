@@ -13,14 +13,14 @@ from PIL import Image
 
 from cli_runner import run_cli
 from resnetlab.data.augment import Normalizer
-from resnetlab.data.datasets import synthetic
 from resnetlab.data.loader import ImageSet, TensorBatches
+from resnetlab.data.synthetic import synthetic
 from resnetlab.engine import TrainConfig, evaluate, train
 from resnetlab.engine.distributed import DistContext
 from resnetlab.engine.evaluate import TenCropBatches
-from resnetlab.engine.inference import load_image
 from resnetlab.engine.state import model_from_checkpoint
-from resnetlab.models import create_model
+from resnetlab.inference import load_image
+from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
 
 DATA = "synthetic:256,64,16,10"
@@ -89,7 +89,7 @@ def test_ten_crop_views_are_corners_centre_and_flips():
 
 def test_evaluate_averages_views_and_marks_empty_classes():
     torch.manual_seed(0)
-    model = create_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8], num_classes=4)
+    model = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8], num_classes=4)
     x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2])
     single = evaluate(model, [(x, y)], "cpu", 4)
     repeated = evaluate(model, [(x[:, None].expand(6, 3, 3, 8, 8), y)], "cpu", 4)
@@ -103,7 +103,7 @@ def test_eval_limit_is_exact_and_always_the_same_images():
     torch.manual_seed(0)
     data = ImageSet(torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8), torch.arange(300) % 10)
     batches = TensorBatches(data, 256, Normalizer.fit(data.images, "per-channel"), train=False)
-    model = create_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
+    model = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
     first = evaluate(model, batches, "cpu", 10, limit=200)
     assert first["images"] == 200
     torch.nn.init.normal_(model.fc.weight)
@@ -117,7 +117,7 @@ def test_eval_limit_is_exact_and_always_the_same_images():
 def test_eval_limit_is_exact_across_ranks(monkeypatch, limit):
     """Each rank takes its strided share of the first ``limit`` images; together exactly ``limit``."""
     data = ImageSet(torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8), torch.arange(300) % 10)
-    model = create_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
+    model = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
     seen = 0
     for rank in range(3):
         ctx = DistContext(rank, 3, torch.device("cpu"))

@@ -12,7 +12,7 @@ import torch
 
 from resnetlab.cli import main
 from resnetlab.engine.budget import Speed
-from resnetlab.experiments import budget, common, degradation, identity
+from resnetlab.experiments import common, degradation, identity, shared_budget
 from resnetlab.experiments.common import Net, Options, Stat
 from resnetlab.models import ResNet
 from resnetlab.report import Verdict
@@ -260,14 +260,14 @@ def test_identity_learning_residual_beats_plain() -> None:
 
 def test_time_budget_is_planned_once_and_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(budget, "plan_iterations", lambda opts, nets, started: calls.append(1) or 123)
+    monkeypatch.setattr(shared_budget, "plan_iterations", lambda opts, nets, started: calls.append(1) or 123)
     opts = Options(out=tmp_path, dataset="synthetic", budget_minutes=2.0)
     nets = degradation.nets_for((8, 14))
-    assert budget.resolve_iterations(opts, nets, default=5) == 123
-    assert budget.resolve_iterations(opts, list(reversed(nets)), default=5) == 123
+    assert shared_budget.resolve_iterations(opts, nets, default=5) == 123
+    assert shared_budget.resolve_iterations(opts, list(reversed(nets)), default=5) == 123
     assert len(calls) == 1
-    assert budget.resolve_iterations(Options(out=tmp_path, budget_iterations=7), nets, default=5) == 7
-    assert budget.resolve_iterations(Options(out=tmp_path), nets, default=5) == 5
+    assert shared_budget.resolve_iterations(Options(out=tmp_path, budget_iterations=7), nets, default=5) == 7
+    assert shared_budget.resolve_iterations(Options(out=tmp_path), nets, default=5) == 5
 
 
 def test_time_budget_measures_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,21 +276,24 @@ def test_time_budget_measures_this_machine(tmp_path: Path, monkeypatch: pytest.M
     )
     nets = degradation.nets_for((8,))
     measured = []
-    real = budget.measure_speed
-    monkeypatch.setattr(budget, "measure_speed", lambda *args: measured.append(real(*args)) or measured[-1])
-    budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": 2.0}), nets)
+    real = shared_budget.measure_speed
+    monkeypatch.setattr(
+        shared_budget, "measure_speed", lambda *args: measured.append(real(*args)) or measured[-1]
+    )
+    shared_budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": 2.0}), nets)
     assert len(measured) == len(nets) and all(s.step_s > 0 and s.eval_image_s > 0 for s in measured)
 
     # How the count follows from a speed, with a fixed one: the machine's load cannot change it.
     monkeypatch.setattr(
-        budget, "measure_speed", lambda *args: Speed(step_s=0.01, eval_image_s=1e-4, checkpoint_s=0.0)
+        shared_budget, "measure_speed", lambda *args: Speed(step_s=0.01, eval_image_s=1e-4, checkpoint_s=0.0)
     )
     small, large = (
-        budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": m}), nets) for m in (0.5, 2.0)
+        shared_budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": m}), nets)
+        for m in (0.5, 2.0)
     )
     assert 10 <= small < large
     with pytest.raises(common.UserError, match="budget-minutes"):  # less than one run's overhead
-        budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": 0.01}), nets)
+        shared_budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": 0.01}), nets)
 
 
 def test_time_budget_times_the_step_the_runs_take(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -301,11 +304,11 @@ def test_time_budget_times_the_step_the_runs_take(tmp_path: Path, monkeypatch: p
         timed.append(step.channels_last)
         return Speed(step_s=0.01, eval_image_s=1e-4, checkpoint_s=0.0)
 
-    monkeypatch.setattr(budget, "measure_speed", fake_measure)
+    monkeypatch.setattr(shared_budget, "measure_speed", fake_measure)
     opts = Options(
         out=tmp_path, dataset="synthetic:256,64,16,10", batch_size=32, budget_minutes=1.0, quiet=True
     )
-    budget.plan_iterations(opts, degradation.nets_for((8,)))
+    shared_budget.plan_iterations(opts, degradation.nets_for((8,)))
     run_config = common.train_config(opts, degradation.nets_for((8,))[0], 10, 0)
     assert timed and all(t == run_config.channels_last for t in timed)
 
@@ -315,14 +318,14 @@ def test_fresh_net_has_the_runs_initial_weights(tmp_path: Path, monkeypatch: pyt
     import resnetlab.engine.trainer as trainer
 
     built = {}
-    create = trainer.create_model
+    create = trainer.build_model
 
     def capture(*args, **kwargs):
         model = create(*args, **kwargs)
         built["state"] = {k: v.clone() for k, v in model.state_dict().items()}
         return model
 
-    monkeypatch.setattr(trainer, "create_model", capture)
+    monkeypatch.setattr(trainer, "build_model", capture)
     opts = Options(out=tmp_path, dataset="synthetic:64,32,8,10", batch_size=16, evals=0, quiet=True)
     net = Net(8, False)
     trainer.train(common.train_config(opts, net, 1, seed=3))

@@ -14,9 +14,9 @@ from cli_runner import run_cli
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.datasets import load_dataset
 from resnetlab.engine.checkpoint import save_checkpoint
-from resnetlab.engine.inference import evaluate_checkpoint
 from resnetlab.experiments import responses_nets
 from resnetlab.export import export_safetensors
+from resnetlab.inference import evaluate_checkpoint
 from resnetlab.models import ResNet
 from resnetlab.weights import load_weights
 

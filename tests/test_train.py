@@ -20,7 +20,7 @@ from resnetlab.engine.checkpoint import CHECKPOINT_NAME
 from resnetlab.engine.config import DEFAULT_CHECKPOINT_MINUTES
 from resnetlab.engine.trainer import DivergedError
 from resnetlab.errors import UserError
-from resnetlab.models import create_model
+from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
 
 TINY = {"layers": [1, 1, 1], "widths": [4, 8, 8]}  # a 8-layer CIFAR-style net: fast on one core
@@ -239,8 +239,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_train_step_is_one_sgd_step():
     torch.manual_seed(0)
-    model = create_model("resnet20", **TINY)
-    reference = create_model("resnet20", **TINY)
+    model = build_model("resnet20", **TINY)
+    reference = build_model("resnet20", **TINY)
     reference.load_state_dict(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     step = TrainStep(model, opt, label_smoothing=0.1)
@@ -259,7 +259,7 @@ def test_train_step_is_one_sgd_step():
 
 @pytest.mark.parametrize("options", [{"amp": "bf16"}, {"channels_last": True}])
 def test_train_step_options_run_on_cpu(options):
-    model = create_model("resnet20", **TINY)
+    model = build_model("resnet20", **TINY)
     step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), **options)
     loss, _ = step.step(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -268,7 +268,7 @@ def test_train_step_options_run_on_cpu(options):
 def test_train_step_fixes_the_memory_format_of_batches():
     """Gathered crops arrive channels-last; torch 2.14's CPU backward of a 1x1 stride-2 conv with
     few channels corrupts the heap on such input, so the step makes batches plain NCHW."""
-    model = create_model("resnet20", **TINY, shortcut="B")
+    model = build_model("resnet20", **TINY, shortcut="B")
     step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1))
     x = torch.randn(8, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     assert step.prepare(x).is_contiguous()

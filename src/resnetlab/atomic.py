@@ -59,7 +59,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         yield f
 
 
-def write_file(path: str | Path, data: bytes | str) -> None:
+def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` (str as UTF-8) to ``path`` atomically."""
     with atomic_open(path) as f:
         f.write(data.encode() if isinstance(data, str) else data)

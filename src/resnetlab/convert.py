@@ -11,7 +11,7 @@ of the block output; ours pads after the data and keeps it in [0, C). Inside a s
 is the identity, so one permutation of the stage's channels turns their residual stream into ours:
 it is applied to what writes the stream (each block's conv2 and bn2), to what reads it (the next
 block's conv1, and the classifier's columns after the last stage). The block-internal channels (conv1
-out, bn1) need no change. The result is our standard ``create_model(NAME)``: no special padding mode.
+out, bn1) need no change. The result is our standard ``build_model(NAME)``: no special padding mode.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from resnetlab.download import file_digest
 from resnetlab.engine.checkpoint import load_plain
 from resnetlab.errors import UserError
-from resnetlab.models import ResNet, create_model
+from resnetlab.models import ResNet, build_model
 
 AKAMASTER = "akamaster"
 AKAMASTER_REPO = "https://github.com/akamaster/pytorch_resnet_cifar10"
@@ -74,9 +74,9 @@ def _their_name(ours: str) -> str:
 
 
 def _skeleton(name: str) -> ResNet:
-    """``create_model(name)`` on the meta device: its structure without allocating or initialising."""
+    """``build_model(name)`` on the meta device: its structure without allocating or initialising."""
     with torch.device("meta"):
-        return create_model(name)
+        return build_model(name)
 
 
 def _layout(name: str) -> dict[str, torch.Size]:
@@ -125,7 +125,7 @@ def stream_permutations(config: dict[str, Any]) -> list[torch.Tensor]:
 
 
 def from_akamaster(theirs: dict[str, torch.Tensor], name: str, path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of our ``create_model(name)`` that computes what their net computes."""
+    """The state dict of our ``build_model(name)`` that computes what their net computes."""
     if name not in AKAMASTER_MODELS:
         raise UserError(f"akamaster publishes {', '.join(AKAMASTER_MODELS)}; {name!r} is not one of them")
     _check_layout(theirs, name, path)

@@ -1,7 +1,7 @@
 """Releasing trained weights: safetensors plus a config JSON, or an ONNX graph.
 
 The config JSON holds everything needed to use the weights without resnetlab's training code:
-``ResNet(**config["model_config"])`` (or ``create_model(config["model_name"], **config["model_config"])``)
+``ResNet(**config["model_config"])`` (or ``build_model(config["model_name"], **config["model_config"])``)
 rebuilds the network, ``classes`` names its outputs and ``normalizer``/``image_size`` say how to
 prepare an image (uint8 RGB / 255, minus ``mean``, divided by ``std`` when present), and
 ``provenance`` (when the weights were converted or published by someone) where they come from and
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from resnetlab.atomic import atomic_path
-from resnetlab.engine.checkpoint import atomic_write, atomic_write_text
+from resnetlab.atomic import atomic_path, atomic_write
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.models import ResNet
@@ -31,21 +31,22 @@ _CONFIG_KEYS = ("model_name", "model_config", "classes", "image_size", "normaliz
 
 def export_config(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The JSON-able description of a checkpoint's network, classes and preprocessing."""
-    norm = ckpt["normalizer"]
     return {
         "format": CONFIG_FORMAT,
         "model_name": ckpt["model_name"],
         "model_config": ckpt["model_config"],
         "classes": list(ckpt["classes"]),
         "image_size": list(ckpt["image_size"]),
-        "normalizer": {
-            "mode": norm["mode"],
-            "mean": norm["mean"].tolist(),
-            "std": None if norm["std"] is None else norm["std"].tolist(),
-        },
+        "normalizer": _normalizer(ckpt["normalizer"], torch.Tensor.tolist),
         "dataset": ckpt.get("config", {}).get("dataset"),
         "iteration": ckpt.get("iteration"),
     } | ({"provenance": ckpt["provenance"]} if ckpt.get("provenance") else {})
+
+
+def _normalizer(norm: dict[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """A normaliser state with its statistics passed through ``convert`` (to lists or to tensors)."""
+    std = norm["std"]
+    return {"mode": norm["mode"], "mean": convert(norm["mean"]), "std": None if std is None else convert(std)}
 
 
 def _ensure_parent(path: Path) -> None:
@@ -68,8 +69,8 @@ def export_safetensors(ckpt: dict[str, Any], out: Path) -> tuple[Path, Path]:
     blob = save(tensors, metadata={"format": "pt", "model_name": ckpt["model_name"]})
     config_path = out.with_suffix(".json")
     try:
-        atomic_write(out, lambda f: f.write(blob))
-        atomic_write_text(config_path, json.dumps(export_config(ckpt), indent=1) + "\n")
+        atomic_write(out, blob)
+        atomic_write(config_path, json.dumps(export_config(ckpt), indent=1) + "\n")
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out, config_path
@@ -106,18 +107,13 @@ def checkpoint_from_export(weights: Path) -> dict[str, Any]:
 
 
 def _checkpoint(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    norm = meta["normalizer"]
     ckpt = {
         "model": tensors,
         "model_name": meta["model_name"],
         "model_config": meta["model_config"],
         "classes": list(meta["classes"]),
         "image_size": list(meta["image_size"]),
-        "normalizer": {
-            "mode": norm["mode"],
-            "mean": torch.tensor(norm["mean"]),
-            "std": None if norm["std"] is None else torch.tensor(norm["std"]),
-        },
+        "normalizer": _normalizer(meta["normalizer"], torch.tensor),
         "config": {"dataset": meta.get("dataset")},
         "iteration": meta.get("iteration"),
     }

@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resnetlab.atomic import write_file
+from resnetlab.atomic import atomic_write
 
 PAPER_ITERATIONS = 64_000  # the paper's CIFAR schedule: stop at 64k iterations of batch 128 (Sec. 4.2)
 
@@ -81,12 +81,6 @@ def budget_note(iterations: int) -> str:
             "alike are meaningful."
         )
     return text
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_file(path, data)
 
 
 def _md_table(table: Table) -> list[str]:

@@ -46,7 +46,7 @@ from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError, closest_names
 from resnetlab.export import checkpoint_from_export, export_config, export_safetensors
-from resnetlab.models import ResNet
+from resnetlab.models import ResNet, model_info
 
 ENV_CACHE = "RESNETLAB_CACHE"
 PACKAGE_DIR = Path(__file__).parent / "pretrained"
@@ -272,8 +272,6 @@ def get_weights(model: str, tag: str | None = None) -> WeightsCard:
     """The card of ``model`` tagged ``tag`` (default: the model's first card)."""
     cards = [c for c in WEIGHTS if c.model == model]
     if not cards:
-        from resnetlab.models import model_info
-
         model_info(model)  # an unknown name gets its own error, with suggestions
         have = sorted({c.model for c in WEIGHTS})
         raise UserError(f"no pretrained weights for {model} (weights exist for {', '.join(have)})")
@@ -414,7 +412,7 @@ def _download(card: WeightsCard) -> Path:
 
 
 def pretrained_model(name: str, pretrained: bool | str | Path) -> ResNet:
-    """``create_model(name, pretrained=...)``: the network with the weights loaded, in eval mode.
+    """``resnetlab.create_model(name, pretrained=...)``: the network with the weights loaded, in eval mode.
 
     ``pretrained`` is True (the model's default weights), a tag of its cards, or any reference
     :func:`load_weights` takes (a path, ``pretrained:NAME:TAG``). The model's ``pretrained_cfg``

@@ -82,7 +82,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def meta_model(name: str, **overrides) -> ResNet:
     """A registered net built on the meta device: counts without allocating or computing."""
-    from resnetlab.models.zoo import create_model
+    from resnetlab.models.zoo import build_model
 
     with torch.device("meta"):
-        return create_model(name, **overrides)
+        return build_model(name, **overrides)

@@ -7,7 +7,8 @@ import json
 import sys
 import warnings
 
-from resnetlab.data.datasets import SPEC_HELP, DatasetSplits, load_dataset
+from resnetlab.data.datasets import SPEC_HELP, load_dataset
+from resnetlab.data.splits import DatasetSplits
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

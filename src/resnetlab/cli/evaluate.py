@@ -7,10 +7,10 @@ import json
 import math
 from pathlib import Path
 
-from resnetlab.engine.checkpoint import atomic_write_text
+from resnetlab.atomic import atomic_write
 from resnetlab.engine.config import DEVICES
-from resnetlab.engine.inference import Evaluation, evaluate_checkpoint, save_confusion_png
 from resnetlab.errors import UserError
+from resnetlab.inference import Evaluation, evaluate_checkpoint, save_confusion_png
 from resnetlab.weights import WEIGHTS_HELP, load_weights, output_dir
 
 
@@ -75,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
     record |= {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in ev.result.items()}
     record["per_class_accuracy"] = [None if math.isnan(a) else a for a in ev.result["per_class_accuracy"]]
     try:
-        atomic_write_text(out / f"eval-{stem}.json", json.dumps(record, indent=1) + "\n")
+        atomic_write(out / f"eval-{stem}.json", json.dumps(record, indent=1) + "\n")
         save_confusion_png(
             ev.result["confusion"], ev.classes, out / f"confusion-{stem}.png", f"{ckpt['origin']} ({stem})"
         )

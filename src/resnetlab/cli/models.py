@@ -8,7 +8,7 @@ import json
 
 from resnetlab.analysis.counts import summarize
 from resnetlab.errors import UserError
-from resnetlab.models.zoo import create_model, list_models, model_info
+from resnetlab.models.zoo import build_model, list_models, model_info
 from resnetlab.weights import WeightsCard, list_weights
 
 NATIVE_SIZE = {"cifar": 32, "imagenet": 224}
@@ -57,7 +57,7 @@ def run_models(args: argparse.Namespace) -> int:
     for name in names:
         info = model_info(name)
         size = NATIVE_SIZE[info.family]
-        total = summarize(create_model(name), size)[-1]
+        total = summarize(build_model(name), size)[-1]
         kind = "residual" if info.spec["residual"] else "plain"
         rows.append(
             {"name": name, "family": info.family, "depth": info.depth, "kind": kind}
@@ -123,7 +123,7 @@ def run_summary(args: argparse.Namespace) -> int:
     size = NATIVE_SIZE[info.family] if args.input_size is None else args.input_size
     if size < 1:
         raise UserError(f"--input-size must be a positive number of pixels, got {size}")
-    model = create_model(args.model)
+    model = build_model(args.model)
     try:
         rows = summarize(model, size)
     except RuntimeError as exc:

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from resnetlab.engine.inference import predict_images
 from resnetlab.errors import UserError
+from resnetlab.inference import predict_images
 from resnetlab.weights import WEIGHTS_HELP, load_weights
 
 

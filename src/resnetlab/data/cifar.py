@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from resnetlab.data.cache import ENV_DATA_DIR, cache_root, ensure_dir, load_tensors, save_tensors
-from resnetlab.data.datasets import DatasetSplits
 from resnetlab.data.loader import ImageSet
+from resnetlab.data.splits import DatasetSplits
 from resnetlab.download import download_file, file_digest
 from resnetlab.errors import UserError
 

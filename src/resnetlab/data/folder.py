@@ -28,8 +28,8 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
 from resnetlab.data.cache import cache_root, load_tensors, save_tensors
-from resnetlab.data.datasets import DatasetSplits
 from resnetlab.data.loader import ImageSet
+from resnetlab.data.splits import DatasetSplits
 from resnetlab.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"})

@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
 from resnetlab.data.augment import Normalizer
-from resnetlab.data.datasets import DatasetSplits
 from resnetlab.data.folder import decode_rgb, describe, scan_image_folder
-from resnetlab.data.loader import EVAL_ORDER_SEED, Batch, _seeded
+from resnetlab.data.loader import EVAL_ORDER_SEED, Batch, seeded_generator
+from resnetlab.data.splits import DatasetSplits
 from resnetlab.errors import UserError
 
 CROP = 224
@@ -108,7 +108,7 @@ class _Images(Dataset):
             raise UserError(f"cannot decode image {path} ({describe(exc)}): replace or delete it") from None
         alpha = torch.zeros(3)
         if self.mode == "train":
-            g = _seeded(self.seed, epoch, index)
+            g = seeded_generator(self.seed, epoch, index)
             short = int(torch.randint(TRAIN_RESIZE[0], TRAIN_RESIZE[1] + 1, (1,), generator=g))
             image = F.resize(image, [short], antialias=True)
             h, w = image.shape[-2:]
@@ -210,7 +210,7 @@ class StreamBatches:
         n = len(self.split)
         # Eval uses one fixed shuffle (as TensorBatches) so a partial evaluation is not one class.
         seed = (self.seed, epoch) if self.train else (EVAL_ORDER_SEED,)
-        order = torch.randperm(n, generator=_seeded(*seed))
+        order = torch.randperm(n, generator=seeded_generator(*seed))
         local = self.batch_size // self.world_size
         out = []
         for step in range(start, self.batches_per_epoch):

@@ -52,8 +52,11 @@ class Batches(Protocol):
         ...
 
 
-def _seeded(*parts: int) -> torch.Generator:
-    # Distinct streams per (seed, epoch, step); the large odd multipliers keep the tuples apart.
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded by a tuple such as (seed, epoch, step): the one source of every shuffle
+    and augmentation draw, so anything that replays a run's batches (resume, another rank, the GPU
+    fleet benchmark) gets them bit for bit."""
+    # Distinct streams per tuple; the large multiplier keeps the tuples apart.
     value = 0
     for p in parts:
         value = (value * 1_000_003 + int(p) + 1) % (2**63 - 1)
@@ -106,8 +109,8 @@ class TensorBatches:
         if not self.train:
             # A fixed shuffle, the same for every run: image folders are sorted by class, so the
             # first batches in file order would make a partial evaluation (eval_limit) one class.
-            return torch.randperm(self.images.shape[0], generator=_seeded(EVAL_ORDER_SEED))
-        return torch.randperm(self.images.shape[0], generator=_seeded(self.seed, epoch))
+            return torch.randperm(self.images.shape[0], generator=seeded_generator(EVAL_ORDER_SEED))
+        return torch.randperm(self.images.shape[0], generator=seeded_generator(self.seed, epoch))
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         order = self._order(epoch)
@@ -115,7 +118,7 @@ class TensorBatches:
             idx = order[step * self.batch_size : (step + 1) * self.batch_size]
             offsets = flips = None
             if self.augment:
-                offsets, flips = draw_crop_flip(len(idx), _seeded(self.seed, epoch, step), self.pad)
+                offsets, flips = draw_crop_flip(len(idx), seeded_generator(self.seed, epoch, step), self.pad)
             local = len(idx) // self.world_size if self.train else None
             if local is not None:
                 part = slice(self.rank * local, (self.rank + 1) * local)

@@ -1,4 +1,6 @@
-"""Time budgets: measure how fast this machine trains, then fix the iteration count once.
+"""One run's time budget: measure how fast this machine trains, then fix the iteration count once.
+
+(A reproduction's budget, one count shared by all its runs, is :mod:`resnetlab.experiments.shared_budget`.)
 
 A run with ``--budget-minutes M`` first times a few steps (after a warm-up that absorbs allocation
 and compilation), one small evaluation and the serialisation of a checkpoint, then restores the

@@ -7,29 +7,17 @@ code from the file: a checkpoint that holds any other pickled object is refused,
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-from resnetlab.atomic import atomic_open, write_file
+from resnetlab.atomic import atomic_open
 from resnetlab.errors import UserError
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 REQUIRED_KEYS = ("model", "model_name", "model_config", "classes", "normalizer", "image_size")
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary file that atomically replaces ``path`` when it succeeds."""
-    with atomic_open(path) as f:
-        write(f)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    write_file(path, text)
 
 
 def _os_error(exc: BaseException | None) -> OSError | None:
@@ -46,7 +34,8 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     at ``path`` is then the one that was there before, if any.
     """
     try:
-        atomic_write(Path(path), lambda f: torch.save({**state, "format_version": FORMAT_VERSION}, f))
+        with atomic_open(path) as f:
+            torch.save({**state, "format_version": FORMAT_VERSION}, f)
     except (OSError, RuntimeError) as exc:
         cause = _os_error(exc)
         if cause is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from resnetlab.engine.checkpoint import atomic_write_text
+from resnetlab.atomic import atomic_write
 from resnetlab.engine.distributed import DistContext, wide_float
 
 TRAIN_KEYS = ("kind", "iteration", "epoch", "lr", "train_loss", "train_error", "images_per_s", "time_s")
@@ -99,8 +99,8 @@ class MetricsLog:
         self.rows = list(rows or [])
         self.out = out
         if out is not None:
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
-            atomic_write_text(out / "metrics.csv", _csv_text(self.rows, header=True))
+            atomic_write(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+            atomic_write(out / "metrics.csv", _csv_text(self.rows, header=True))
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)

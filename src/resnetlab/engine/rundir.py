@@ -16,7 +16,8 @@ from typing import Any
 import torch
 import yaml
 
-from resnetlab.engine.checkpoint import CHECKPOINT_NAME, atomic_write_text, resolve_checkpoint
+from resnetlab.atomic import atomic_write
+from resnetlab.engine.checkpoint import CHECKPOINT_NAME, resolve_checkpoint
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.runlock import RunLock
 from resnetlab.errors import UserError
@@ -68,7 +69,7 @@ def prepare_run_dir(config: TrainConfig, lock: RunLock) -> dict[str, Any] | None
             stored = _read_yaml(out / "config.yaml")
             diff = _differences(config, stored)
             if not diff:
-                return _read_finished_summary(out)
+                return read_summary(out, f"rewrite it with --resume {out} or start over with --overwrite")
             raise UserError(
                 f"{out} holds a finished run with a different config (differs in {', '.join(diff)}); "
                 "use --overwrite to replace it or choose another --out"
@@ -94,21 +95,6 @@ def _remove_stale_temporaries(out: Path) -> None:
     for name in RUN_FILES:
         for tmp in out.glob(f".{name}.*.part"):
             tmp.unlink(missing_ok=True)
-
-
-def _read_finished_summary(out: Path) -> dict[str, Any]:
-    """The summary.json of a finished run, or a UserError saying how to get a readable one back."""
-    path = out / "summary.json"
-    try:
-        summary = json.loads(path.read_text())
-        problem = None if isinstance(summary, dict) else "not a JSON object"
-    except (OSError, ValueError) as exc:  # a hand-edited or damaged file (resnetlab writes atomically)
-        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    if problem:
-        raise UserError(
-            f"cannot read {path} ({problem}): rewrite it with --resume {out} or start over with --overwrite"
-        )
-    return summary
 
 
 def _check_resume_target(config: TrainConfig) -> None:
@@ -148,17 +134,41 @@ def _ensure_writable(out: Path) -> None:
 def write_config(config: TrainConfig) -> None:
     """config.yaml: the resolved TrainConfig in plain types (the recipe included)."""
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-    atomic_write_text(config.out / "config.yaml", text)
+    atomic_write(config.out / "config.yaml", text)
 
 
-def read_summary(out: Path) -> dict[str, Any] | None:
-    """The summary.json of a run directory, or None."""
+def read_summary(
+    out: Path, fix: str = "rerun the command that made this run to rewrite it"
+) -> dict[str, Any]:
+    """The summary.json of a finished run; a missing, damaged or incomplete one is a one-line
+    :class:`UserError` that ends with ``fix``."""
     path = Path(out) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        summary = json.loads(path.read_text())
+        problem = _summary_problem(summary)
+    except (OSError, ValueError) as exc:  # a hand-edited or damaged file (resnetlab writes atomically)
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    if problem:
+        raise UserError(f"cannot read {path} ({problem}): {fix}")
+    return summary
+
+
+def _summary_problem(summary: Any) -> str | None:
+    """What keeps ``summary`` from being one the trainer wrote (the numbers readers rely on), or None."""
+    if not isinstance(summary, dict):
+        return "not a JSON object"
+    final = summary.get("final")
+    numbers = {
+        "params": summary.get("params"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "final.top1_error": final.get("top1_error") if isinstance(final, dict) else None,
+    }
+    bad = [k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+    return f"no number {', '.join(bad)}" if bad else None
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(Path(out) / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def git_hash() -> str | None:

@@ -19,7 +19,6 @@ from resnetlab.analysis.counts import count_params
 from resnetlab.engine import budget
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from resnetlab.engine.config import TrainConfig, resolve_intervals, resumed_config
-from resnetlab.engine.data import RunData, build_data, load_run_data
 from resnetlab.engine.distributed import (
     DistContext,
     check_amp,
@@ -31,6 +30,7 @@ from resnetlab.engine.distributed import (
 from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.interrupt import Interrupted, InterruptFlag
 from resnetlab.engine.metrics import Console, FiniteGuard, Meter, MetricsLog, TensorBoard
+from resnetlab.engine.run_data import RunData, build_data, load_run_data
 from resnetlab.engine.rundir import environment, prepare_run_dir, write_config, write_summary
 from resnetlab.engine.runlock import RunLock
 from resnetlab.engine.schedules import LRSchedule
@@ -38,7 +38,7 @@ from resnetlab.engine.state import checkpoint_state, model_from_checkpoint, rest
 from resnetlab.engine.step import TrainStep
 from resnetlab.engine.testhook import stop_if_asked
 from resnetlab.errors import UserError
-from resnetlab.models import ResNet, create_model
+from resnetlab.models import ResNet, build_model
 
 __all__ = ["DivergedError", "TrainResult", "build_data", "evaluate", "train"]
 
@@ -118,7 +118,7 @@ class _Trainer:
             "num_classes": len(self.data.classes),
             "zero_init_residual": recipe.zero_init_residual,
         }
-        self.model = create_model(c.model, **overrides)
+        self.model = build_model(c.model, **overrides)
         if self.ckpt and self.ckpt["model_config"] != self.model.config:
             raise UserError(
                 f"--resume {c.resume}: the checkpoint's network differs from {c.model} {overrides}"

@@ -52,7 +52,15 @@ def build_report(out: Path) -> tuple[Path, Path]:
         if not path.is_file():
             continue
         record = read_record(path)
-        section = experiment_module(name).section(out, record)
+        try:
+            section = experiment_module(name).section(out, record)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # A record is only ever written whole by `reproduce`; one that lacks what its section
+            # reads was edited or comes from elsewhere. Name it instead of showing a traceback.
+            what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raise UserError(
+                f"{path} is not a complete {name} record ({what}): rerun `resnetlab reproduce {name}`"
+            ) from None
         record["results"] = {
             "tables": [dataclasses.asdict(t) for t in section.tables],
             "verdicts": [{"text": v.text, "holds": v.holds, "mark": v.mark} for v in section.verdicts],

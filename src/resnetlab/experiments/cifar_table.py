@@ -8,7 +8,7 @@ from typing import Any
 
 from resnetlab import figures
 from resnetlab.errors import UserError
-from resnetlab.experiments import budget, common, degradation
+from resnetlab.experiments import common, degradation, shared_budget
 from resnetlab.experiments.common import Net, Options, clearly_above
 from resnetlab.models.zoo import model_info
 from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
@@ -38,7 +38,7 @@ def run(opts: Options, depths: tuple[int, ...]) -> dict[str, Any]:
     """Train (or reuse) a ResNet of every depth with every seed; write the record."""
     started = time.perf_counter()
     nets = [Net(d, True) for d in sorted(depths)]
-    iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+    iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
     runs = common.train_all(opts, nets, iterations)
     record = common.base_record(NAME, opts, iterations, started, runs)
     record["depths"] = sorted(depths)

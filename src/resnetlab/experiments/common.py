@@ -18,19 +18,19 @@ from typing import Any
 import torch
 import yaml
 
+from resnetlab.atomic import atomic_write
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.datasets import load_dataset
 from resnetlab.data.loader import TensorBatches
 from resnetlab.engine import TrainConfig, train
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnetlab.engine.distributed import device_name, select_device
-from resnetlab.engine.rundir import AUTO_FIELDS, environment
+from resnetlab.engine.rundir import AUTO_FIELDS, environment, read_summary
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.figures import Curve
-from resnetlab.models import ResNet, create_model, list_models
+from resnetlab.models import ResNet, build_model, list_models
 from resnetlab.recipes import WARMUP_DEPTH, Recipe, get_recipe
-from resnetlab.report import atomic_write
 
 MIN_GAP = 0.01  # smallest error difference (fraction) we call a difference, whatever the seeds say
 
@@ -106,7 +106,7 @@ class Net:
     def build(self, num_classes: int = 10) -> ResNet:
         """A freshly initialised network (He init, as the engine builds it)."""
         name, overrides = self.model()
-        return create_model(name, num_classes=num_classes, **overrides)
+        return build_model(name, num_classes=num_classes, **overrides)
 
 
 def check_depth(depth: int) -> int:
@@ -211,15 +211,6 @@ def read_rows(run: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path} is missing: rerun the reproduce command to train it") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is corrupt (line {exc.lineno}): delete the run folder and rerun") from None
-
-
-def read_summary(run: Path) -> dict[str, Any]:
-    """The summary.json of a finished run."""
-    path = run / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise UserError(f"{path} is missing or corrupt: rerun the reproduce command to finish it") from None
 
 
 def final_train_error(rows: list[dict[str, Any]], fraction: float = 0.1) -> float:
@@ -356,6 +347,7 @@ def base_record(
 
 def write_record(out: Path, record: dict[str, Any]) -> Path:
     path = record_path(out, record["experiment"])
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(record, indent=2) + "\n")
     return path
 

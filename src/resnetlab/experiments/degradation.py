@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab import figures
-from resnetlab.experiments import budget, common
+from resnetlab.engine.rundir import read_summary
+from resnetlab.experiments import common, shared_budget
 from resnetlab.experiments.common import Net, Options, Stat, clearly_above
 from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
 
@@ -55,7 +56,7 @@ def run(opts: Options, depths: tuple[int, ...]) -> dict[str, Any]:
     """Train (or reuse) plain and residual nets of every depth; write and return the record."""
     started = time.perf_counter()
     nets = nets_for(depths)
-    iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+    iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
     runs = common.train_all(opts, nets, iterations)
     record = common.base_record(NAME, opts, iterations, started, runs)
     record["depths"] = sorted(depths)
@@ -88,7 +89,7 @@ def results(out: Path, record: dict[str, Any]) -> dict[Net, Result]:
     for net, runs in runs_by_net(out, record).items():
         train = Stat.of([common.final_train_error(common.read_rows(r)) for r in runs])
         test = Stat.of([common.final_test_error(r) for r in runs])
-        found[net] = Result(net, train, test, int(common.read_summary(runs[0])["params"]))
+        found[net] = Result(net, train, test, int(read_summary(runs[0])["params"]))
     return found
 
 

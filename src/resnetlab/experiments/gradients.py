@@ -17,7 +17,7 @@ import torch
 from resnetlab import figures
 from resnetlab.analysis.gradients import LayerGradient, early_late_ratio, gradient_norms
 from resnetlab.engine.distributed import select_device
-from resnetlab.experiments import budget, common, degradation
+from resnetlab.experiments import common, degradation, shared_budget
 from resnetlab.experiments.common import Net, Options
 from resnetlab.report import Figure, Section, Table, Verdict, budget_note
 
@@ -35,7 +35,7 @@ def run(opts: Options, depths: tuple[int, ...], batches: int = 4) -> dict[str, A
     """Train or reuse the nets; measure gradient norms at initialisation and after training."""
     started = time.perf_counter()
     nets = degradation.nets_for(depths)
-    iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+    iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
     runs = common.train_all(opts, nets, iterations)
     device = select_device(opts.device)
     measured = []

@@ -22,7 +22,7 @@ from resnetlab import figures
 from resnetlab.data.datasets import load_dataset
 from resnetlab.engine.distributed import select_device
 from resnetlab.errors import UserError
-from resnetlab.experiments import budget, common, degradation
+from resnetlab.experiments import common, degradation, shared_budget
 from resnetlab.experiments.common import Net, Options, Stat, clearly_above
 from resnetlab.models import ResNet
 from resnetlab.models.blocks import BasicBlock
@@ -148,7 +148,7 @@ def run(
     iterations = construction = runs = None
     if depths is not None:
         nets = degradation.nets_for(depths)
-        iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+        iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
         runs = common.train_all(opts, nets, iterations)
         construction = measure_construction(opts, runs, depths, train_images)
     record = common.base_record(NAME, opts, iterations, started, runs)

@@ -16,17 +16,12 @@ from typing import Any
 from resnetlab import figures
 from resnetlab.analysis.responses import layer_responses
 from resnetlab.engine.distributed import select_device
-from resnetlab.experiments import budget, common, degradation
+from resnetlab.experiments import common, degradation, responses_nets, shared_budget
 from resnetlab.experiments.common import Net, Options
+from resnetlab.experiments.responses_claim import CLAIM, smaller
 from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
 
 NAME = "responses"
-CLAIM = (
-    "The std of the 3x3 layers' responses (after BN, before ReLU/addition) on the CIFAR-10 test set is "
-    "generally smaller in ResNets than in their plain counterparts, and smaller in deeper ResNets than "
-    "in shallower ones: residual functions are closer to zero than non-residual ones (Fig. 7)."
-)
-CLEAR_RATIO = 0.95  # a mean response this fraction of the other's (or less) counts as smaller
 
 
 def run(
@@ -40,12 +35,10 @@ def run(
     record; with ``nets`` (weights references) measure those instead, each on ``dataset`` (default:
     its own)."""
     if nets:
-        from resnetlab.experiments import responses_nets  # it imports this module: no import cycle
-
         return responses_nets.run(opts, nets, dataset, test_images)
     started = time.perf_counter()
     nets = degradation.nets_for(depths)
-    iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+    iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
     runs = common.train_all(opts, nets, iterations)
     device = select_device(opts.device)
     measured = []
@@ -71,18 +64,6 @@ def mean_stds(record: dict[str, Any]) -> dict[Net, list[float]]:
     return {net: [statistics.fmean(v) for v in zip(*runs, strict=True)] for net, runs in per_net.items()}
 
 
-def smaller(small: tuple[str, float], large: tuple[str, float], claim: str, short: bool) -> Verdict:
-    """A verdict on "``small``'s mean response is smaller than ``large``'s" ((label, mean std) each);
-    ``short`` (a budget too short to tell) makes a near tie inconclusive instead of not reproduced."""
-    (s_label, s), (l_label, big) = small, large
-    text = f"mean response std {s_label} {s:.3f} vs {l_label} {big:.3f}"
-    if s <= CLEAR_RATIO * big:
-        return Verdict(f"{text}: {claim} reproduced", True)
-    if short and s <= big / CLEAR_RATIO:  # within the band either side of equal
-        return Verdict(f"{text}: no clear difference yet; the budget is too short to tell", None)
-    return Verdict(f"{text}: {claim} not reproduced", False)
-
-
 def verdicts(stds: dict[Net, list[float]], iterations: int) -> list[Verdict]:
     """ResNet below plain at every depth; the deeper ResNet below the shallower one."""
     short = iterations < PAPER_ITERATIONS / 10
@@ -104,8 +85,6 @@ def verdicts(stds: dict[Net, list[float]], iterations: int) -> list[Verdict]:
 def section(out: Path, record: dict[str, Any]) -> Section:
     """Fig. 7 and its verdicts from the stored measurements (of nets trained here, or of ``--nets``)."""
     if "nets" in record:
-        from resnetlab.experiments import responses_nets
-
         return responses_nets.section(out, record)
     stds = mean_stds(record)
     order = sorted(stds, key=lambda n: (n.residual, n.depth))

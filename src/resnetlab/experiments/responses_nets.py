@@ -21,13 +21,13 @@ import torch
 from resnetlab import figures
 from resnetlab.analysis.responses import measure_responses
 from resnetlab.engine.distributed import device_name, select_device
-from resnetlab.engine.inference import checkpoint_batches
 from resnetlab.engine.rundir import environment
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.experiments import common
 from resnetlab.experiments.common import Options
-from resnetlab.experiments.responses import CLAIM, smaller
+from resnetlab.experiments.responses_claim import CLAIM, smaller
+from resnetlab.inference import checkpoint_batches
 from resnetlab.report import Figure, Section, Table, Verdict
 from resnetlab.weights import load_weights
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab import figures
-from resnetlab.experiments import budget, common, degradation
+from resnetlab.experiments import common, degradation, shared_budget
 from resnetlab.experiments.common import Net, Options, Stat, clearly_above
 from resnetlab.report import Figure, Section, Table, Verdict, budget_note
 
@@ -45,7 +45,7 @@ def run(opts: Options, depth: int = 20) -> dict[str, Any]:
     """Train (or reuse) the plain net and ResNets with options A, B and C; write the record."""
     started = time.perf_counter()
     nets = nets_for(depth)
-    iterations = budget.resolve_iterations(opts, nets, default=400, started=started)
+    iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
     runs = common.train_all(opts, nets, iterations)
     record = common.base_record(NAME, opts, iterations, started, runs)
     record["depth"] = depth

@@ -2,7 +2,7 @@
 
 from resnetlab.models.blocks import BasicBlock, Bottleneck, ZeroPadShortcut
 from resnetlab.models.resnet import ResNet
-from resnetlab.models.zoo import ModelInfo, builder, create_model, list_models, model_info
+from resnetlab.models.zoo import ModelInfo, build_model, list_models, model_info
 
 __all__ = [
     "BasicBlock",
@@ -10,8 +10,7 @@ __all__ = [
     "ModelInfo",
     "ResNet",
     "ZeroPadShortcut",
-    "builder",
-    "create_model",
+    "build_model",
     "list_models",
     "model_info",
 ]

@@ -1,4 +1,7 @@
-"""The registry of the paper's networks: `create_model(name, **overrides)` and `list_models()`.
+"""The registry of the paper's networks: `build_model(name, **overrides)` and `list_models()`.
+
+Architectures only: loading weights (``resnetlab.create_model(name, pretrained=...)``) lives a layer
+above, in :mod:`resnetlab.hub`, so this package imports nothing of the weights machinery.
 
 Each entry is a dict of :class:`~resnetlab.models.resnet.ResNet` arguments plus what the paper says
 about the net, so a new variant is one line and every entry is covered by the parametrized tests.
@@ -7,9 +10,7 @@ about the net, so a new variant is one line and every entry is covered by the pa
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from resnetlab.errors import UserError, closest_names
@@ -137,41 +138,14 @@ def model_info(name: str) -> ModelInfo:
         raise UserError(f"unknown model {name!r}{hint}") from None
 
 
-def create_model(name: str, pretrained: bool | str | Path = False, **overrides: Any) -> ResNet:
-    """Build a registered network; keyword overrides replace its ResNet arguments.
+def build_model(name: str, **overrides: Any) -> ResNet:
+    """A freshly initialised registered network; keyword overrides replace its ResNet arguments.
 
-    Example: ``create_model("resnet34", shortcut="C")`` or
-    ``create_model("resnet50", bottleneck_stride="3x3")`` (torchvision's v1.5).
-
-    ``pretrained`` loads weights and returns the net in eval mode: True for the model's default
-    weights, a tag (``"akamaster"``), or a path to exported/converted weights or a checkpoint (see
-    :mod:`resnetlab.weights` and ``resnetlab models --pretrained``). Weights fix the architecture,
-    so they take no overrides.
+    Example: ``build_model("resnet34", shortcut="C")`` or
+    ``build_model("resnet50", bottleneck_stride="3x3")`` (torchvision's v1.5).
     """
-    if pretrained:
-        if overrides:
-            raise UserError(f"pretrained weights fix the architecture of {name}: drop {sorted(overrides)}")
-        from resnetlab.weights import pretrained_model  # weights import the models: import on use
-
-        return pretrained_model(name, pretrained)
     spec = {**model_info(name).spec, **overrides}
     try:
         return ResNet(**spec)
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot build {name} with {overrides}: {exc}") from None
-
-
-def builder(name: str) -> Callable[..., ResNet]:
-    """A named function that builds ``name`` (for torch.hub, which lists callables by name)."""
-    info = model_info(name)
-
-    def build(**overrides: Any) -> ResNet:
-        return create_model(name, **overrides)
-
-    kind = "residual" if info.spec["residual"] else "plain"
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = (
-        f"{kind.capitalize()} {info.family} network of depth {info.depth} "
-        f"(He et al. 2015, {info.source}); keyword arguments override ResNet's."
-    )
-    return build

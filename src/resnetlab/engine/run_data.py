@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from resnetlab.data.augment import Normalizer
-from resnetlab.data.datasets import DatasetSplits, load_dataset, split_train_val
+from resnetlab.data.datasets import load_dataset
 from resnetlab.data.loader import ImageSet, TensorBatches
+from resnetlab.data.splits import DatasetSplits, split_train_val
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.distributed import DistContext, select_device
 from resnetlab.errors import UserError

@@ -13,14 +13,14 @@ import time
 
 import torch
 
+from resnetlab.atomic import atomic_write
 from resnetlab.engine.budget import SAFETY_MARGIN, fit_iterations, measure_speed
-from resnetlab.engine.data import load_run_data
 from resnetlab.engine.distributed import DistContext, device_name, select_device
 from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.run_data import load_run_data
 from resnetlab.engine.step import TrainStep
 from resnetlab.errors import UserError
 from resnetlab.experiments.common import Net, Options, train_config
-from resnetlab.report import atomic_write
 
 RUN_OVERHEAD_S = 5.0  # per run: loading the data, fitting the normaliser, checkpoints, the summary
 
@@ -47,6 +47,7 @@ def resolve_iterations(opts: Options, nets: list[Net], default: int, started: fl
         raise UserError(f"{plans_path} is corrupt: delete it (the next run plans its budget again)") from None
     if key not in plans:
         plans[key] = plan_iterations(opts, nets, started)
+        plans_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(plans_path, json.dumps(plans, indent=2) + "\n")
     return int(plans[key])
 
