@@ -1,4 +1,4 @@
-"""Time to accuracy: wall time for ResNet-20 on the CIFAR-10 JPEG folder to reach 80% and 85% test top-1.
+"""Time to accuracy: wall time for ResNet-20 on the CIFAR-10 JPEG folder to reach 80/85/88/90% test top-1.
 
 Each run is a complete training run of ``resnetlab.engine.trainer.train`` with a wall-clock budget
 (``--max-minutes``): the engine times the machine first, then compresses the recipe's schedule into
@@ -6,19 +6,19 @@ the number of iterations that fits, so the learning rate anneals *within* the bu
 set (10,000 images) is evaluated every ``--eval-every`` iterations; the first evaluation at or above
 each threshold gives the time, with and without the time spent evaluating.
 
-Recipes (both on all 50,000 training images, tested on the 10,000 test images; channels_last, and
-on CUDA bf16 autocast and torch.compile):
-- ``fast``: our budgeted recipe: batch 128, Nesterov SGD with momentum 0.9, lr 0.1 decaying linearly
-  to 0 over the budget, weight decay 5e-4, zero-initialised last BN of each block, per-channel
-  normalisation. Short schedules want a larger weight decay and a decay that reaches zero; these
-  are common practice for budgeted CIFAR training, not tuned on this test set.
-- ``paper``: the paper's recipe (lr 0.1, divided by 10 at 50% and 75% of the iterations, weight decay
-  1e-4, momentum 0.9, per-pixel mean) compressed to the same budget.
+Recipes are the library's own (``resnetlab.recipes``), on all 50,000 training images, tested on the
+10,000 test images, channels_last (and on CUDA bf16 autocast and torch.compile):
+- ``cifar-paper``: the paper's recipe (lr 0.1 divided by 10 at 50% and 75% of the iterations, weight
+  decay 1e-4, momentum 0.9, per-pixel mean) compressed to the budget.
+- ``cifar-fast``: Nesterov, lr 0.1 decaying linearly to 0, weight decay 5e-4, label smoothing 0.1.
 
 This is a long job (hours on 2 CPU cores): ``make bench`` runs it last; ``--quick`` is a smoke test on
-synthetic data. A finished run directory is reused when the same command runs again.
+synthetic data. A finished run directory is reused when the same command runs again. Runs made by
+hand with ``resnetlab train`` are read with ``--curve-from RUN_DIR ...`` (nothing is trained). Either
+way the accuracy-against-minutes curve is drawn to ``--curve``.
 
-Usage: ``python benchmarks/bench_time_to_accuracy.py --max-minutes 120 [--recipes fast,paper]``.
+Usage: ``python benchmarks/bench_time_to_accuracy.py --max-minutes 120 [--recipes cifar-fast,cifar-paper]``
+or ``python benchmarks/bench_time_to_accuracy.py --curve-from runs/fast runs/paper --curve docs/x.png``.
 """
 
 from __future__ import annotations
@@ -30,31 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from common import CIFAR_JPEG, RESULTS_DIR, add_common_args, environment, print_table, save_json, setup
+from resnetlab import figures
 from resnetlab.engine.config import TrainConfig
+from resnetlab.engine.rundir import read_summary
 from resnetlab.engine.trainer import train
 from resnetlab.recipes import get_recipe
 
-THRESHOLDS = (0.80, 0.85)  # test top-1 accuracy
+THRESHOLDS = (0.80, 0.85, 0.88, 0.90)  # test top-1 accuracy
 # Every evaluation sees the whole CIFAR-10 test split (the engine's default is a 1,000-image subset).
 TEST_IMAGES = 10_000
-RECIPES = {
-    "fast": (
-        replace(
-            get_recipe("cifar-paper"),
-            name="fast-budget",
-            lr=0.1,
-            nesterov=True,
-            weight_decay=5e-4,
-            schedule="linear",
-            milestones=(),
-            zero_init_residual=True,
-        ),
-        "per-channel",
-    ),
-    "paper": (get_recipe("cifar-paper"), "per-pixel"),
-}
+RECIPES = ("cifar-fast", "cifar-paper")
 
 
 def crossings(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, Any] | None]:
@@ -86,23 +74,49 @@ def crossings(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict
     return {f"{100 * t:.0f}%": found.get(f"{100 * t:.0f}%") for t in THRESHOLDS}
 
 
+def accuracy_curve(rows: list[dict[str, Any]], split: str = "test") -> list[tuple[float, float]]:
+    """(wall minutes since the start, accuracy) of every evaluation of ``split``, in order."""
+    return [
+        (r["time_s"] / 60, 1.0 - r["top1_error"]) for r in rows if r["kind"] == "eval" and r["split"] == split
+    ]
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def run_one(key: str, minutes: float, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Train one budgeted run (or reuse a finished one) and extract its threshold crossings."""
-    recipe, normalization = RECIPES[key]
+def describe_run(run_dir: Path, budget_minutes: float | None = None) -> dict[str, Any]:
+    """What the tables and the curve need from a finished run directory: recipe, length, crossings."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    summary = read_summary(run_dir)
+    rows = read_metrics(run_dir)
+    return {
+        "recipe": config["recipe"]["name"],
+        "recipe_fields": config["recipe"],
+        "normalization": config.get("normalization"),
+        "budget_minutes": budget_minutes if budget_minutes is not None else config.get("budget_minutes"),
+        "run_dir": str(run_dir),
+        "iterations": summary.get("iterations"),
+        "epochs": summary.get("epochs"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "final_test_accuracy": 1.0 - summary["final"]["top1_error"],
+        "reached": crossings(rows),
+        "curve": accuracy_curve(rows),
+    }
+
+
+def run_one(name: str, minutes: float, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Train one budgeted run (or reuse a finished one) and describe it."""
+    recipe = get_recipe(name)
     if args.quick:
         recipe = replace(recipe, batch_size=32)
-    out = args.out / f"{key}-{minutes:g}min"
     config = TrainConfig(
         model="resnet20",
         dataset=args.dataset,
         recipe=recipe,
-        out=out,
+        out=args.out / f"{name}-{minutes:g}min",
         seed=args.seed,
         device=args.device,
         channels_last=True,
@@ -110,51 +124,61 @@ def run_one(key: str, minutes: float, args: argparse.Namespace, device: torch.de
         compile=device.type == "cuda",
         budget_minutes=minutes,
         val_split=0,
-        normalization=normalization,
         eval_every=args.eval_every,
         eval_limit=TEST_IMAGES,
         quiet=args.quick,
     )
-    result = train(config)
-    rows = read_metrics(result.out)
-    return {
-        "recipe": key,
-        "recipe_fields": recipe.to_dict(),
-        "normalization": normalization,
-        "budget_minutes": minutes,
-        "run_dir": str(result.out),
-        "iterations": result.summary.get("iterations"),
-        "epochs": result.summary.get("epochs"),
-        "wall_time_s": result.summary.get("wall_time_s"),
-        "final_test_accuracy": 1.0 - result.summary["final"]["top1_error"],
-        "reached": crossings(rows),
+    return describe_run(train(config).out, minutes)
+
+
+def draw(runs: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """The accuracy-against-minutes figure of ``runs``, with the thresholds marked."""
+    series = {
+        f"{r['recipe']} ({r['budget_minutes']:g}-min budget)" if r["budget_minutes"] else r["recipe"]: r[
+            "curve"
+        ]
+        for r in runs
     }
+    return figures.accuracy_against_minutes(series, THRESHOLDS, path, title)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the budgeted trainings, print when each threshold was reached, optionally save JSON."""
+    """Run (or read) the budgeted trainings, print when each threshold was reached, draw the curve."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
     parser.add_argument(
         "--max-minutes", default="120", help="budget per run in minutes; a comma-separated list runs each"
     )
-    parser.add_argument("--recipes", default="fast,paper", help=f"comma-separated, from {', '.join(RECIPES)}")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
     parser.add_argument(
         "--dataset", default=f"folder:{CIFAR_JPEG}", help="dataset spec (default: %(default)s)"
     )
     parser.add_argument("--eval-every", type=int, default=390, help="iterations between test evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "time-to-accuracy", help="run directories")
+    parser.add_argument(
+        "--curve-from",
+        type=Path,
+        nargs="+",
+        metavar="RUN_DIR",
+        help="read these finished runs, train nothing",
+    )
+    parser.add_argument(
+        "--curve", type=Path, help="where to draw the figure (default: OUT/time-to-accuracy.png)"
+    )
     args = parser.parse_args(argv)
     if args.quick:  # a half-minute smoke test of the whole path on a small synthetic set
         args.dataset, args.max_minutes, args.eval_every = "synthetic:512,256,16,10", "0.5", 8
-        args.recipes, args.out = "fast", args.out.with_name(args.out.name + "-quick")
+        args.recipes, args.out = "cifar-fast", args.out.with_name(args.out.name + "-quick")
     device = setup(args)
-    runs = [
-        run_one(key, float(minutes), args, device)
-        for minutes in args.max_minutes.split(",")
-        for key in args.recipes.split(",")
-    ]
+    if args.curve_from:
+        runs = [describe_run(run_dir) for run_dir in args.curve_from]
+    else:
+        runs = [
+            run_one(name, float(minutes), args, device)
+            for minutes in args.max_minutes.split(",")
+            for name in args.recipes.split(",")
+        ]
     results = {
         "benchmark": "time_to_accuracy",
         "quick": args.quick,
@@ -165,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     table = []
     for r in runs:
-        cells = [f"{r['recipe']} ({r['budget_minutes']:g} min)", f"{100 * r['final_test_accuracy']:.2f}"]
+        budget = f" ({r['budget_minutes']:g} min)" if r["budget_minutes"] else ""
+        cells = [f"{r['recipe']}{budget}", f"{100 * r['final_test_accuracy']:.2f}"]
         for key in (f"{100 * t:.0f}%" for t in THRESHOLDS):
             hit = r["reached"][key]
             if hit is None:
@@ -175,10 +200,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cells.append(f"{hit['time_s'] / 60:.1f} ({train_time}) at epoch {hit['epoch']:.0f}")
         table.append(cells)
     print_table(
-        f"Time to test accuracy, ResNet-20 on {args.dataset}: minutes of wall time (without evaluations)",
+        "Time to test accuracy, ResNet-20: minutes of wall time (without evaluations)",
         ["recipe (budget)", "final acc %", *(f"to {100 * t:.0f}%" for t in THRESHOLDS)],
         table,
     )
+    curve = args.curve or args.out / "time-to-accuracy.png"
+    print(f"curve: {draw(runs, curve, 'ResNet-20 test accuracy against wall time')}")
     if args.json:
         save_json(args.json, results)
     return results

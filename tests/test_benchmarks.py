@@ -66,3 +66,38 @@ def test_summary_marks_ratios_and_upper_limits() -> None:
     assert run_all._row("load", "1.5 s", -1.5, -2.0, "< 2 s")[3] == "yes"
     assert run_all._row("load", "2.5 s", -2.5, -2.0, "< 2 s")[3] == "NO"
     assert run_all._row("shown only", "3")[3] == ""
+
+
+def test_curve_from_reads_finished_runs_of_both_recipes_and_draws_them(tmp_path: Path, capsys) -> None:
+    from resnetlab.engine import TrainConfig, train
+    from resnetlab.recipes import get_recipe
+
+    runs = []
+    for name in tta.RECIPES:
+        out = tmp_path / name
+        config = TrainConfig(
+            model="resnet20",
+            model_overrides={"layers": [1, 1, 1]},
+            dataset="synthetic:128,64,8,4",
+            recipe=get_recipe(name, batch_size=32),
+            out=out,
+            iterations=12,
+            eval_every=4,
+            eval_limit=64,
+            quiet=True,
+        )
+        train(config)
+        runs.append(out)
+    curve = tmp_path / "curve.png"
+    results = tta.main(["--curve-from", *map(str, runs), "--curve", str(curve), "--threads", "1"])
+    got = {r["recipe"]: r for r in results["runs"]}
+    assert set(got) == set(tta.RECIPES)
+    for name, out in zip(tta.RECIPES, runs, strict=True):
+        evals = [r for r in tta.read_metrics(out) if r["kind"] == "eval"]
+        assert [r["iteration"] for r in evals] == [4, 8, 12]
+        # the curve is the run's own evaluations: minutes since the start and accuracy
+        assert got[name]["curve"] == [(r["time_s"] / 60, 1 - r["top1_error"]) for r in evals]
+        assert got[name]["final_test_accuracy"] == pytest.approx(1 - evals[-1]["top1_error"])
+        assert got[name]["recipe_fields"]["name"] == name
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "cifar-fast" in capsys.readouterr().out

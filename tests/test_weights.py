@@ -317,3 +317,21 @@ def test_list_weights_filters_on_name_and_tag():
     ]
     assert len(list_weights("*:akamaster")) == 6 and list_weights("nothing") == []
     assert [c.model for c in list_weights("*:cifar10-jpeg")] == ["resnet20", "plain20", "resnet56", "plain56"]
+
+
+@pytest.mark.parametrize("card", [c for c in WEIGHTS if c.url is None], ids=lambda c: c.ref)
+def test_the_weights_we_ship_load_offline_match_their_cards_and_classify(card):
+    ckpt = load_weights(card.ref)  # checks the file's SHA-256 and its config against the card
+    assert ckpt["model_name"] == card.model and list(ckpt["classes"]) == list(card.classes)
+    model = model_from_checkpoint(ckpt).eval()
+    assert not any(t.is_floating_point() and t.dtype != torch.float32 for t in model.state_dict().values())
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, *card.image_size))
+    assert logits.shape == (2, len(card.classes)) and torch.isfinite(logits).all()
+
+
+def test_default_weights_are_the_official_data_ones_where_they_exist_else_ours():
+    assert get_weights("resnet20").tag == get_weights("resnet56").tag == "akamaster"
+    assert get_weights("plain20").tag == get_weights("plain56").tag == "cifar10-jpeg"
+    model = create_model("plain20", pretrained=True)
+    assert model.pretrained_cfg["origin"] == "pretrained:plain20:cifar10-jpeg" and not model.training

@@ -109,6 +109,27 @@ def train_test_panels(curves: Sequence[Curve], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def accuracy_against_minutes(
+    series: dict[str, Sequence[tuple[float, float]]], thresholds: Sequence[float], path: Path, title: str
+) -> Path:
+    """Test accuracy (fractions) against wall-clock minutes, one line per run, thresholds dotted."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, points) in enumerate(series.items()):
+        minutes = [m for m, _ in points]
+        ax.plot(
+            minutes, _percent([a for _, a in points]), color=f"C{i % 10}", lw=2, marker="o", ms=3, label=label
+        )
+    for t in thresholds:
+        ax.axhline(100 * t, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("wall-clock minutes (evaluations included)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(bottom=max(0.0, min((100 * a for pts in series.values() for _, a in pts), default=0) - 5))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def layer_responses(series: dict[str, Sequence[float]], path: Path, title: str) -> Path:
     """Fig. 7: std of each 3x3 layer's response in layer order (top) and sorted descending (bottom).
 
