@@ -24,7 +24,6 @@ or ``python benchmarks/bench_time_to_accuracy.py --curve-from runs/fast runs/pap
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import yaml
 from common import CIFAR_JPEG, RESULTS_DIR, add_common_args, environment, print_table, save_json, setup
 from resnetlab import figures
 from resnetlab.engine.config import TrainConfig
-from resnetlab.engine.rundir import read_summary
+from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.engine.trainer import train
 from resnetlab.recipes import get_recipe
 
@@ -79,12 +78,6 @@ def accuracy_curve(rows: list[dict[str, Any]], split: str = "test") -> list[tupl
     return [
         (r["time_s"] / 60, 1.0 - r["top1_error"]) for r in rows if r["kind"] == "eval" and r["split"] == split
     ]
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of a run's metrics.jsonl."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def describe_run(run_dir: Path, budget_minutes: float | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_time_to_accuracy as tta
 import common
 import run_all
+from resnetlab.engine.rundir import read_metrics
 
 
 def test_alternate_rotates_who_goes_first_and_times_every_round() -> None:
@@ -93,7 +94,7 @@ def test_curve_from_reads_finished_runs_of_both_recipes_and_draws_them(tmp_path:
     got = {r["recipe"]: r for r in results["runs"]}
     assert set(got) == set(tta.RECIPES)
     for name, out in zip(tta.RECIPES, runs, strict=True):
-        evals = [r for r in tta.read_metrics(out) if r["kind"] == "eval"]
+        evals = [r for r in read_metrics(out) if r["kind"] == "eval"]
         assert [r["iteration"] for r in evals] == [4, 8, 12]
         # the curve is the run's own evaluations: minutes since the start and accuracy
         assert got[name]["curve"] == [(r["time_s"] / 60, 1 - r["top1_error"]) for r in evals]

@@ -12,6 +12,8 @@ import torch
 
 from resnetlab.cli import main
 from resnetlab.engine.budget import Speed
+from resnetlab.engine.rundir import read_metrics, read_summary
+from resnetlab.errors import UserError
 from resnetlab.experiments import common, degradation, identity, shared_budget
 from resnetlab.experiments.common import Net, Options, Stat
 from resnetlab.models import ResNet
@@ -358,3 +360,28 @@ def test_shortcut_verdict_against_plain_within_noise_is_inconclusive_and_a_loss_
     lost = {"plain": _result(8, False, 0.6, 0.60), "A": option("A", 0.70), "B": option("B", 0.50)}
     first = shortcuts.verdicts(lost)[0]
     assert first.holds is False and "option A is worse" in first.text
+
+
+def test_a_run_directory_that_cannot_be_read_is_one_named_error(tmp_path: Path) -> None:
+    good = {"params": 1, "wall_time_s": 2.5, "final": {"top1_error": 0.25}}
+    (tmp_path / "summary.json").write_text(json.dumps(good))
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "iteration": 1}\n\n{"kind": "eval"}\n')
+    assert read_summary(tmp_path) == good
+    assert [r["kind"] for r in read_metrics(tmp_path)] == ["train", "eval"]
+    bad_summaries = {
+        "[1]": "not a JSON object",
+        json.dumps({**good, "final": {}}): "no number final.top1_error",
+        json.dumps({**good, "params": True, "wall_time_s": "2"}): "no number params, wall_time_s",
+        '{"params": 1': "JSONDecodeError",
+    }
+    for text, problem in bad_summaries.items():
+        (tmp_path / "summary.json").write_text(text)
+        with pytest.raises(UserError, match=f"cannot read {tmp_path}/summary.json \\({problem}") as err:
+            read_summary(tmp_path, fix="do this")
+        assert str(err.value).endswith(": do this") and "\n" not in str(err.value)
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train"}\n{"kind": \n')
+    with pytest.raises(UserError, match=r"metrics.jsonl \(damaged at line 2\): delete the run and rerun"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").unlink()
+    with pytest.raises(UserError, match=r"metrics.jsonl \(No such file or directory\): rerun"):
+        read_metrics(tmp_path)

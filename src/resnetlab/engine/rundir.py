@@ -167,6 +167,26 @@ def _summary_problem(summary: Any) -> str | None:
     return f"no number {', '.join(bad)}" if bad else None
 
 
+def read_metrics(out: Path) -> list[dict[str, Any]]:
+    """The rows of a run directory's metrics.jsonl; a missing or damaged file is a one-line UserError."""
+    path = Path(out) / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(
+            f"cannot read {path} ({exc.strerror}): rerun the command that made this run"
+        ) from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows += [json.loads(line)] if line.strip() else []
+        except json.JSONDecodeError:
+            raise UserError(
+                f"cannot read {path} (damaged at line {number}): delete the run and rerun"
+            ) from None
+    return rows
+
+
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
     atomic_write(Path(out) / "summary.json", json.dumps(summary, indent=2) + "\n")
 

@@ -25,7 +25,7 @@ from resnetlab.data.loader import TensorBatches
 from resnetlab.engine import TrainConfig, train
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnetlab.engine.distributed import device_name, select_device
-from resnetlab.engine.rundir import AUTO_FIELDS, environment, read_summary
+from resnetlab.engine.rundir import AUTO_FIELDS, environment, read_metrics, read_summary
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.figures import Curve
@@ -202,17 +202,6 @@ def train_all(opts: Options, nets: list[Net], iterations: int) -> dict[tuple[Net
 # ---- reading finished runs ----------------------------------------------------------------------
 
 
-def read_rows(run: Path) -> list[dict[str, Any]]:
-    """The metrics rows of a run directory (its metrics.jsonl)."""
-    path = run / "metrics.jsonl"
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except OSError:
-        raise UserError(f"{path} is missing: rerun the reproduce command to train it") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is corrupt (line {exc.lineno}): delete the run folder and rerun") from None
-
-
 def final_train_error(rows: list[dict[str, Any]], fraction: float = 0.1) -> float:
     """Mean training error over the log intervals of the last ``fraction`` of the iterations."""
     train_rows = [r for r in rows if r["kind"] == "train"]
@@ -230,7 +219,7 @@ def final_test_error(run: Path) -> float:
 
 def mean_curve(runs: list[Path], label: str) -> Curve:
     """Training and test error curves of a net, averaged over its seeds (runs log at the same steps)."""
-    per_run = [read_rows(r) for r in runs]
+    per_run = [read_metrics(r) for r in runs]
 
     def points(rows: list[dict[str, Any]], kind: str, key: str) -> dict[int, float]:
         return {r["iteration"]: r[key] for r in rows if r["kind"] == kind}

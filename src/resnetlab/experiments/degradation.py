@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab import figures
-from resnetlab.engine.rundir import read_summary
+from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.experiments import common, shared_budget
 from resnetlab.experiments.common import Net, Options, Stat, clearly_above
 from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
@@ -87,7 +87,7 @@ def results(out: Path, record: dict[str, Any]) -> dict[Net, Result]:
     """Final training and test errors of every net of the record, from its metrics files."""
     found = {}
     for net, runs in runs_by_net(out, record).items():
-        train = Stat.of([common.final_train_error(common.read_rows(r)) for r in runs])
+        train = Stat.of([common.final_train_error(read_metrics(r)) for r in runs])
         test = Stat.of([common.final_test_error(r) for r in runs])
         found[net] = Result(net, train, test, int(read_summary(runs[0])["params"]))
     return found
