@@ -78,6 +78,12 @@ def _expect_md5(monkeypatch: pytest.MonkeyPatch, kind: str, blob: bytes) -> None
     monkeypatch.setitem(cifar.CIFAR, kind, info)
 
 
+def expect_files(monkeypatch: pytest.MonkeyPatch, kind: str, members: dict[str, bytes]) -> None:
+    """Make ``members`` (file name -> bytes) the 'published' files of ``kind``'s extracted folder."""
+    table = {name: hashlib.md5(blob).hexdigest() for name, blob in members.items()}
+    monkeypatch.setitem(cifar.CIFAR, kind, dataclasses.replace(cifar.CIFAR[kind], files=table))
+
+
 @pytest.fixture
 def server():
     with serving() as (httpd, url):
@@ -197,6 +203,7 @@ def test_http_error_is_reported(server, tmp_path):
 def test_local_archive_and_extracted_folder(archive, monkeypatch, tmp_path):
     blob, expected = archive
     _expect_md5(monkeypatch, "cifar10", blob)
+    expect_files(monkeypatch, "cifar10", expected["members"])
     (tmp_path / "with-archive").mkdir()
     (tmp_path / "with-archive" / "cifar-10-python.tar.gz").write_bytes(blob)
     _assert_matches(cifar.load_cifar("cifar10", tmp_path / "with-archive", download=False), expected)
@@ -237,10 +244,14 @@ def test_corrupt_local_archive_names_the_file(archive, monkeypatch, tmp_path):
         ("batches.meta", pickle.dumps({b"num_vis": 3072}), "no 'label_names' entry"),
     ],
 )
-def test_bad_pickles_name_the_file(archive, tmp_path, member, payload, match):
+def test_bad_pickles_name_the_file(archive, monkeypatch, tmp_path, member, payload, match):
+    # The bad pickle is made the 'published' file: the parser must still refuse it (defence in depth
+    # behind the MD5 check, which tests/test_cifar_folder_md5.py covers).
     _, expected = archive
-    for name, blob in expected["members"].items():
-        (tmp_path / name).write_bytes(payload if name == member else blob)
+    members = {name: payload if name == member else blob for name, blob in expected["members"].items()}
+    expect_files(monkeypatch, "cifar10", members)
+    for name, blob in members.items():
+        (tmp_path / name).write_bytes(blob)
     with pytest.raises(UserError, match=match) as err:
         cifar.load_cifar("cifar10", tmp_path, download=False)
     assert str(tmp_path / member) in str(err.value)

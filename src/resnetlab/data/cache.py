@@ -19,6 +19,7 @@ from resnetlab.atomic import atomic_open
 from resnetlab.errors import UserError
 
 ENV_DATA_DIR = "RESNETLAB_DATA_DIR"
+ENV_CACHE = "RESNETLAB_CACHE"  # resnetlab's own cache (weights, decoded copies of read-only data)
 
 
 def user_cache_dir() -> Path:
@@ -26,6 +27,32 @@ def user_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "resnetlab"
+
+
+def own_cache_dir() -> Path:
+    """resnetlab's own cache, for what it derives rather than what the user keeps: ``$RESNETLAB_CACHE``,
+    else :func:`user_cache_dir`. Decoded copies of data in a read-only data directory go here."""
+    root = os.environ.get(ENV_CACHE)
+    return Path(root).expanduser() if root else user_cache_dir()
+
+
+def writable_dir(path: Path) -> bool:
+    """Whether files may be created in ``path`` (or, if it does not exist yet, in its nearest existing
+    ancestor, where it would be created).
+
+    A directory whose permission bits allow no one to write counts as read-only even for root, whom
+    the kernel lets write through them: the bits say the owner wants it left alone (shared data sets
+    are often kept that way), and a cache can always go elsewhere.
+    """
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    # access() also sees read-only mounts; the effective ids are the ones a write would be checked with
+    effective = os.access in os.supports_effective_ids
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK, effective_ids=effective):
+        return False
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    return not is_root or bool(path.stat().st_mode & 0o222)
 
 
 def cache_root(data_dir: str | Path | None = None) -> Path:

@@ -1,27 +1,45 @@
 """The official CIFAR-10 / CIFAR-100 "python version" archives: download, verify, parse, cache.
 
 Lookup order under the cache root (see :func:`resnetlab.data.cache.cache_root`): the decoded cache
-``<kind>-uint8.pt`` (loads in well under a second), the archive (MD5-checked before use), the
-extracted folder (``cifar-10-batches-py`` / ``cifar-100-python``, or the root itself when it is that
-folder), and finally a download from :data:`BASE_URL`. Downloads stream into a temporary file that is
-renamed only after the size and the published MD5 both check out, so nothing partial is ever kept.
+``<kind>-uint8.pt`` (loads in well under a second), the archive, the extracted folder
+(``cifar-10-batches-py`` / ``cifar-100-python``, or the root itself when it is that folder), and
+finally a download from :data:`BASE_URL`. Downloads stream into a temporary file that is renamed only
+after the size and the published MD5 both check out, so nothing partial is ever kept.
+
+Whatever the source, its bytes are checked against the published MD5s before they are decoded: the
+archive's MD5, or each extracted file's. The check is made once per decoded cache: the cache records
+the MD5s it was verified against and each source file's size and modification time, and is trusted
+only while those MD5s are still the published ones and each source file is unchanged (or gone).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
 import tarfile
+import warnings
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from resnetlab.data.cache import ENV_DATA_DIR, cache_root, ensure_dir, load_tensors, save_tensors
+from resnetlab.data.cache import (
+    ENV_CACHE,
+    ENV_DATA_DIR,
+    cache_root,
+    ensure_dir,
+    load_tensors,
+    own_cache_dir,
+    save_tensors,
+    writable_dir,
+)
 from resnetlab.data.loader import ImageSet
 from resnetlab.data.splits import DatasetSplits
 from resnetlab.download import download_file, file_digest
@@ -29,7 +47,7 @@ from resnetlab.errors import UserError
 
 BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 ENV_URL = "RESNETLAB_CIFAR_URL"  # overrides BASE_URL, e.g. a mirror or a test server
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the cache records what it was verified against; older caches are rebuilt
 TIMEOUT_S = 60.0  # seconds without a byte from the server before a download counts as interrupted
 
 
@@ -45,6 +63,14 @@ class CifarArchive:
     meta: str
     label_key: str
     names_key: str
+    title: str = "CIFAR"  # how messages name the data set
+    # The published MD5 of each file of the extracted folder (train, test and meta); tests that build
+    # small fake folders give a CifarArchive whose table matches their files.
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def published(self) -> dict[str, str]:
+        """File name (the archive's, or one of the extracted folder's) -> its published MD5."""
+        return {self.archive: self.md5, **self.files}
 
 
 CIFAR = {
@@ -57,6 +83,18 @@ CIFAR = {
         "batches.meta",
         "labels",
         "label_names",
+        title="CIFAR-10",
+        files=MappingProxyType(
+            {
+                "data_batch_1": "c99cafc152244af753f735de768cd75f",
+                "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+                "data_batch_4": "634d18415352ddfa80567beed471001a",
+                "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+                "test_batch": "40351d587109b95175f43aff81a1287e",
+                "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+            }
+        ),
     ),
     "cifar100": CifarArchive(
         "cifar-100-python.tar.gz",
@@ -67,6 +105,14 @@ CIFAR = {
         "meta",
         "fine_labels",  # the 100 fine classes; the 20 coarse superclasses are not used
         "fine_label_names",
+        title="CIFAR-100",
+        files=MappingProxyType(
+            {
+                "train": "16019d7e3df5f24257cddd939b257f8d",
+                "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+                "meta": "7973b15100ade9c7d40fb424638fde48",
+            }
+        ),
     ),
 }
 
@@ -77,13 +123,21 @@ def load_cifar(
     """CIFAR-10 or CIFAR-100 (``kind``) as uint8 (N, 3, 32, 32) images and int64 labels.
 
     ``data_dir`` is the cache root, or a folder holding the archive or the extracted folder. With
-    ``download=False`` a missing archive is a :class:`UserError` instead of a download.
+    ``download=False`` a missing archive is a :class:`UserError` instead of a download. A source file
+    whose MD5 is not the published one is a :class:`UserError` naming it, and nothing is cached.
+
+    Where the decoded cache goes: ``<data_dir>/<kind>-uint8.pt`` when that directory is writable;
+    when it is read-only (a shared copy, a read-only mount, or permission bits that deny writing,
+    which root honours here too), resnetlab's own cache, ``$RESNETLAB_CACHE/cifar/`` (else
+    ``$XDG_CACHE_HOME/resnetlab/cifar/`` or ``~/.cache/resnetlab/cifar/``), in a file named after the
+    data directory's path; when that cannot be written either, nowhere: a warning says so and each
+    run verifies and decodes again. Nothing is ever written into a read-only data directory.
     """
     info = CIFAR[kind]
     root = cache_root(data_dir)
     cache_file = root / f"{kind}-uint8.pt"
-    cached = load_tensors(cache_file)
-    if cached is None or cached.get("format") != CACHE_FORMAT or cached.get("kind") != kind:
+    cached = _trusted(load_tensors(cache_file), kind, info, root)
+    if cached is None:
         source = _find_source(root, info)
         if source is None:
             if not download:
@@ -101,9 +155,13 @@ def load_cifar(
             source = download_file(
                 url, root / info.archive, info.md5, algorithm="md5", fix=fix, timeout=TIMEOUT_S
             )
-        cached = {"format": CACHE_FORMAT, "kind": kind, **_parse(source, info)}
-        if not save_tensors(cache_file, cached):
-            cache_file = None
+        if not writable_dir(root):
+            cache_file = _own_cache_file(kind, root)
+            cached = _trusted(load_tensors(cache_file), kind, info, root)
+        if cached is None:
+            cached = {"format": CACHE_FORMAT, "kind": kind, **_parse(source, info, root)}
+            if not _save_cache(cache_file, cached):
+                cache_file = None
     return DatasetSplits(
         kind,
         list(cached["classes"]),
@@ -111,6 +169,49 @@ def load_cifar(
         test=ImageSet(cached["test_images"], cached["test_labels"]),
         cache_path=cache_file,
     )
+
+
+def _own_cache_file(kind: str, root: Path) -> Path:
+    """Where the decoded cache of a read-only data directory ``root`` goes: one file per directory, so
+    that two copies of the data never share a cache (each copy's files are checked)."""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return own_cache_dir() / "cifar" / f"{kind}-{key}-uint8.pt"
+
+
+def _save_cache(path: Path, cached: dict[str, Any]) -> bool:
+    """Write the decoded cache unless its directory is read-only; False (with a warning) if not written."""
+    if not writable_dir(path.parent):
+        warnings.warn(
+            f"could not write the decoded cache {path} (the directory is read-only; set {ENV_CACHE} to a "
+            "writable directory); the next run will verify and decode again",
+            stacklevel=3,
+        )
+        return False
+    return save_tensors(path, cached)
+
+
+def _trusted(cached: dict[str, Any] | None, kind: str, info: CifarArchive, root: Path) -> dict | None:
+    """``cached`` if it may be used without checking the source again, else None (it is rebuilt).
+
+    It must be of this format and kind, have been verified against MD5s that are still the published
+    ones, and its source files under ``root`` must be unchanged since (same size and modification
+    time) or gone: a cache outlives a deleted archive, but not a replaced or edited batch file.
+    """
+    if cached is None or cached.get("format") != CACHE_FORMAT or cached.get("kind") != kind:
+        return None
+    verified, published = cached.get("verified"), info.published()
+    if not verified or any(published.get(Path(rel).name) != md5 for rel, md5 in verified.items()):
+        return None
+    for rel, (size, mtime_ns) in cached.get("stats", {}).items():
+        try:
+            st = (root / rel).stat()
+        except FileNotFoundError:
+            continue
+        except OSError:  # there but unreadable: cannot tell whether it changed
+            return None
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            return None
+    return cached
 
 
 def _find_source(root: Path, info: CifarArchive) -> Path | None:
@@ -125,9 +226,22 @@ def _find_source(root: Path, info: CifarArchive) -> Path | None:
     return None
 
 
-def _parse(source: Path, info: CifarArchive) -> dict[str, Any]:
-    """Tensors and class names from the archive or the extracted folder at ``source``."""
+def _parse(source: Path, info: CifarArchive, root: Path) -> dict[str, Any]:
+    """Tensors and class names from the archive or the extracted folder at ``source`` (under ``root``),
+    each file checked against its published MD5 first, and the record of that check for the cache."""
     needed = (*info.train, *info.test, info.meta)
+    if source.is_file():
+        checked = [source]
+    else:
+        missing = [n for n in needed if not (source / n).is_file()]
+        if missing:
+            raise UserError(
+                f"{source} lacks {', '.join(missing)}: it is not a complete {info.folder} folder; "
+                f"pass --data-dir DIR with the archive {info.archive} or a complete extracted copy"
+            )
+        checked = [source / n for n in needed]
+    # Stat before reading: a file changed while it is read then fails the cache's check next time.
+    stats = {path.relative_to(root).as_posix(): _size_and_mtime(path) for path in checked}
     if source.is_file():
         got = file_digest(source, "md5")
         if got != info.md5:
@@ -138,13 +252,7 @@ def _parse(source: Path, info: CifarArchive) -> dict[str, Any]:
         blobs = _read_archive(source, info, needed)
         where = {n: f"{source}:{info.folder}/{n}" for n in needed}
     else:
-        missing = [n for n in needed if not (source / n).is_file()]
-        if missing:
-            raise UserError(
-                f"{source} lacks {', '.join(missing)}: it is not a complete {info.folder} folder; "
-                f"pass --data-dir DIR with the archive {info.archive} or a complete extracted copy"
-            )
-        blobs = {n: (source / n).read_bytes() for n in needed}
+        blobs = _read_verified(source, info, needed)
         where = {n: str(source / n) for n in needed}
     meta = _unpickle(blobs[info.meta], where[info.meta])
     classes = [
@@ -155,7 +263,49 @@ def _parse(source: Path, info: CifarArchive) -> dict[str, Any]:
         parts = [_batch(_unpickle(blobs[n], where[n]), info, len(classes), where[n]) for n in names]
         out[f"{split}_images"] = torch.cat([p[0] for p in parts])
         out[f"{split}_labels"] = torch.cat([p[1] for p in parts])
+    published = info.published()
+    out["verified"] = {rel: published[Path(rel).name] for rel in stats}
+    out["stats"] = stats
     return out
+
+
+def _size_and_mtime(path: Path) -> list[int]:
+    """[size, mtime in ns]: what tells a later run that a verified file may have changed."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc})") from None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_verified(folder: Path, info: CifarArchive, needed: tuple[str, ...]) -> dict[str, bytes]:
+    """The bytes of each needed file of an extracted folder, after all of them matched their MD5s.
+
+    Every file is hashed before any is unpickled: a damaged or substituted file is reported as such,
+    not as whatever its bytes happen to make the parser say, and all bad files are named at once.
+    """
+    blobs: dict[str, bytes] = {}
+    bad: list[tuple[str, str]] = []
+    for name in needed:
+        try:
+            blobs[name] = (folder / name).read_bytes()
+        except OSError as exc:
+            raise UserError(
+                f"cannot read {folder / name} ({exc.strerror or exc}): "
+                "pass --data-dir DIR with a readable copy"
+            ) from None
+        got = hashlib.md5(blobs[name], usedforsecurity=False).hexdigest()
+        if got != info.files[name]:
+            bad.append((name, got))
+    if bad:
+        name, got = bad[0]
+        others = f" (also bad: {', '.join(n for n, _ in bad[1:])})" if len(bad) > 1 else ""
+        raise UserError(
+            f"{folder / name} is corrupt or not the official {info.title} file (MD5 {got}, expected "
+            f"{info.files[name]}){others}: extract {info.folder} again from the official {info.archive}, "
+            "or pass --data-dir DIR with the archive or a good copy"
+        )
+    return blobs
 
 
 def _read_archive(path: Path, info: CifarArchive, needed: tuple[str, ...]) -> dict[str, bytes]:
