@@ -1,13 +1,15 @@
-"""Time to accuracy: wall time for ResNet-20 on the CIFAR-10 JPEG folder to reach 80/85/88/90% test top-1.
+"""Time to accuracy: wall time and epochs for ResNet-20 on CIFAR-10 to reach 80/85/88/90/91.25% test top-1.
 
-Each run is a complete training run of ``resnetlab.engine.trainer.train`` with a wall-clock budget
-(``--max-minutes``): the engine times the machine first, then compresses the recipe's schedule into
-the number of iterations that fits, so the learning rate anneals *within* the budget. The full test
+91.25% is the paper's ResNet-20 (8.75% error, Table 6). Each run is a complete training run of
+``resnetlab.engine.trainer.train`` with a wall-clock budget (``--max-minutes``; the engine times the
+machine first, then compresses the recipe's schedule into the number of iterations that fits, so the
+learning rate anneals *within* the budget) or a length in epochs (``--epochs``). The full test
 set (10,000 images) is evaluated every ``--eval-every`` iterations; the first evaluation at or above
 each threshold gives the time, with and without the time spent evaluating.
 
-Recipes are the library's own (``resnetlab.recipes``), on all 50,000 training images, tested on the
-10,000 test images, channels_last (and on CUDA bf16 autocast and torch.compile):
+Recipes are the library's own (``resnetlab.recipes``), on all 50,000 training images of the official
+CIFAR-10, tested on its 10,000 test images, in the precision ``resnetlab train`` picks (``--precision``;
+on CUDA also torch.compile):
 - ``cifar-paper``: the paper's recipe (lr 0.1 divided by 10 at 50% and 75% of the iterations, weight
   decay 1e-4, momentum 0.9, per-pixel mean) compressed to the budget.
 - ``cifar-fast``: Nesterov, lr 0.1 decaying linearly to 0, weight decay 5e-4, label smoothing 0.1.
@@ -31,17 +33,23 @@ from typing import Any
 import torch
 import yaml
 
-from common import CIFAR_JPEG, RESULTS_DIR, add_common_args, environment, print_table, save_json, setup
+from common import RESULTS_DIR, add_common_args, environment, print_table, save_json, setup
 from resnetlab import figures
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.engine.trainer import train
 from resnetlab.recipes import get_recipe
 
-THRESHOLDS = (0.80, 0.85, 0.88, 0.90)  # test top-1 accuracy
+THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.9125)  # test top-1 accuracy; 0.9125 is the paper's ResNet-20
 # Every evaluation sees the whole CIFAR-10 test split (the engine's default is a 1,000-image subset).
 TEST_IMAGES = 10_000
 RECIPES = ("cifar-fast", "cifar-paper")
+EPOCH_IMAGES = 50_000  # CIFAR-10's training split
+
+
+def threshold_key(t: float) -> str:
+    """How a threshold is named in results: 80%, 91.25%."""
+    return f"{100 * t:g}%"
 
 
 def crossings(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, Any] | None]:
@@ -61,7 +69,7 @@ def crossings(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict
             continue
         accuracy = 1.0 - r["top1_error"]
         for t in THRESHOLDS:
-            key = f"{100 * t:.0f}%"
+            key = threshold_key(t)
             if key not in found and accuracy >= t:
                 found[key] = {
                     "time_s": r["time_s"],
@@ -70,7 +78,7 @@ def crossings(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict
                     "epoch": r["epoch"],
                     "accuracy": accuracy,
                 }
-    return {f"{100 * t:.0f}%": found.get(f"{100 * t:.0f}%") for t in THRESHOLDS}
+    return {threshold_key(t): found.get(threshold_key(t)) for t in THRESHOLDS}
 
 
 def accuracy_curve(rows: list[dict[str, Any]], split: str = "test") -> list[tuple[float, float]]:
@@ -100,28 +108,34 @@ def describe_run(run_dir: Path, budget_minutes: float | None = None) -> dict[str
     }
 
 
-def run_one(name: str, minutes: float, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Train one budgeted run (or reuse a finished one) and describe it."""
-    recipe = get_recipe(name)
+def run_one(
+    name: str, length: tuple[str, float], args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
+    """Train one run of ``length`` (("minutes", M) or ("epochs", E)), or reuse a finished one, and
+    describe it."""
+    recipe = get_recipe(name, **({"test_flip": True} if args.test_flip else {}))
     if args.quick:
         recipe = replace(recipe, batch_size=32)
+    unit, amount = length
+    iterations = round(amount * EPOCH_IMAGES / recipe.batch_size) if unit == "epochs" else None
     config = TrainConfig(
         model="resnet20",
         dataset=args.dataset,
+        data_dir=args.data_dir,
         recipe=recipe,
-        out=args.out / f"{name}-{minutes:g}min",
+        out=args.out / f"{name}-{amount:g}{'ep' if unit == 'epochs' else 'min'}",
         seed=args.seed,
         device=args.device,
-        channels_last=True,
-        amp="bf16" if device.type == "cuda" else None,
+        precision=args.precision,
         compile=device.type == "cuda",
-        budget_minutes=minutes,
+        iterations=iterations,
+        budget_minutes=amount if unit == "minutes" else None,
         val_split=0,
         eval_every=args.eval_every,
         eval_limit=TEST_IMAGES,
         quiet=args.quick,
     )
-    return describe_run(train(config).out, minutes)
+    return describe_run(train(config).out, amount if unit == "minutes" else None)
 
 
 def draw(runs: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -144,8 +158,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
     parser.add_argument(
-        "--dataset", default=f"folder:{CIFAR_JPEG}", help="dataset spec (default: %(default)s)"
+        "--epochs", help="length of each run in epochs instead of minutes; a comma-separated list runs each"
     )
+    parser.add_argument("--dataset", default="cifar10", help="dataset spec (default: %(default)s)")
+    parser.add_argument("--data-dir", help="where the dataset is (default: the library's cache)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--test-flip", action="store_true", help="evaluate each image and its mirror")
     parser.add_argument("--eval-every", type=int, default=390, help="iterations between test evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "time-to-accuracy", help="run directories")
@@ -167,11 +185,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.curve_from:
         runs = [describe_run(run_dir) for run_dir in args.curve_from]
     else:
-        runs = [
-            run_one(name, float(minutes), args, device)
-            for minutes in args.max_minutes.split(",")
-            for name in args.recipes.split(",")
-        ]
+        lengths = (
+            [("epochs", float(e)) for e in args.epochs.split(",")]
+            if args.epochs
+            else [("minutes", float(m)) for m in args.max_minutes.split(",")]
+        )
+        runs = [run_one(name, n, args, device) for n in lengths for name in args.recipes.split(",")]
     results = {
         "benchmark": "time_to_accuracy",
         "quick": args.quick,
@@ -184,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in runs:
         budget = f" ({r['budget_minutes']:g} min)" if r["budget_minutes"] else ""
         cells = [f"{r['recipe']}{budget}", f"{100 * r['final_test_accuracy']:.2f}"]
-        for key in (f"{100 * t:.0f}%" for t in THRESHOLDS):
+        for key in (threshold_key(t) for t in THRESHOLDS):
             hit = r["reached"][key]
             if hit is None:
                 cells.append("not reached")
@@ -194,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table.append(cells)
     print_table(
         "Time to test accuracy, ResNet-20: minutes of wall time (without evaluations)",
-        ["recipe (budget)", "final acc %", *(f"to {100 * t:.0f}%" for t in THRESHOLDS)],
+        ["recipe (budget)", "final acc %", *(f"to {threshold_key(t)}" for t in THRESHOLDS)],
         table,
     )
     curve = args.curve or args.out / "time-to-accuracy.png"

@@ -137,13 +137,15 @@ def paired_ratio(slow: Sequence[float], fast: Sequence[float]) -> float:
 MATMUL_N = 4096
 
 
-def matmul_runner(device: torch.device, n: int = MATMUL_N) -> Callable[[], Any]:
-    """One ``n`` x ``n`` float32 matmul (2 n^3 FLOPs) per call, to alternate with the contenders.
+def matmul_runner(
+    device: torch.device, n: int = MATMUL_N, dtype: torch.dtype = torch.float32
+) -> Callable[[], Any]:
+    """One ``n`` x ``n`` matmul in ``dtype`` (2 n^3 FLOPs) per call, to alternate with the contenders.
 
     TF32 is switched off for the call: it would inflate the CUDA rate beyond float32.
     """
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
 
     def run() -> torch.Tensor:
         allow = torch.backends.cuda.matmul.allow_tf32

@@ -48,6 +48,7 @@ from resnetlab.engine.checkpoint import save_checkpoint
 from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.rundir import environment, write_summary
 from resnetlab.engine.schedules import LRSchedule
+from resnetlab.engine.step import at_least_fp32
 from resnetlab.experiments.common import Net as PaperNet
 from resnetlab.experiments.common import run_entries, write_record
 from resnetlab.models import build_model, model_info
@@ -130,7 +131,7 @@ def train_step(
     y = labels[idx]
     with torch.autocast(images.device.type, torch.bfloat16, enabled=amp, cache_enabled=False):
         logits = net.model(x)
-    loss = F.cross_entropy(logits.float(), y)
+    loss = F.cross_entropy(at_least_fp32(logits), y)
     grads = torch.autograd.grad(loss, net.params)
     sgd_update(net, list(grads), recipe.momentum, recipe.weight_decay)
     with torch.no_grad():

@@ -181,3 +181,19 @@ def test_interval_flags_are_recorded_and_eval_limit_is_exact(tmp_path):
         2.5,
         None,
     )
+
+
+def test_procs_is_taken_out_of_what_each_rank_runs():
+    from resnetlab.cli.train import _without_procs
+
+    argv = ["train", "--procs", "2", "--model", "resnet20", "--procs=3", "--out", "x"]
+    assert _without_procs(argv) == ["train", "--model", "resnet20", "--out", "x"]
+
+
+def test_procs_under_torchrun_is_one_error_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = run_cli(
+        ["train", "--model", "resnet20", "--dataset", "synthetic", "--procs", "2", "--out", str(tmp_path)]
+    )
+    assert code == 2
+    assert err == "resnetlab: error: --procs starts its own processes: leave it out under torchrun\n"

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,8 +35,8 @@ DATA = "synthetic:256,128,8,10"
 K = 6
 ARGS = (
     "--model", "resnet20", "--dataset", DATA, "--batch-size", "32", "--iterations", str(K),
-    "--log-every", "1", "--eval-every", "100", "--deterministic", "--quiet",
-)  # fmt: skip
+    "--log-every", "1", "--eval-every", "100", "--deterministic", "--quiet", "--precision", "fp32",
+)  # fmt: skip  (the bounds below are float32's; real processes don't see conftest's fake CPU)
 
 
 def torchrun(out: Path, *extra: str) -> None:
@@ -60,6 +62,7 @@ def single_config(out: Path) -> TrainConfig:
         log_every=1,
         eval_every=100,
         deterministic=True,
+        precision="fp32",
         quiet=True,
     )
 
@@ -112,3 +115,50 @@ def test_two_processes_with_syncbn_match_one_process(tmp_path, single):
         assert torch.allclose(weights[name].float(), value.float(), rtol=1e-3, atol=1e-4), name
     ddp_final = json.loads((tmp_path / "summary.json").read_text())["final"]
     assert ddp_final["top1_error"] == single.summary["final"]["top1_error"]
+
+
+def procs_command(out: Path, *extra: str) -> list[str]:
+    """`resnetlab train --procs 2` with the module's arguments (2 threads shared: one per rank)."""
+    return [sys.executable, "-m", "resnetlab", "train", "--procs", "2", "--out", str(out), *ARGS, *extra]
+
+
+def test_procs_flag_starts_the_same_two_rank_job(tmp_path, single):
+    """--procs 2 runs two ranks of one job itself: each trains on its half of every global batch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(procs_command(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "summary.json").read_text())["world_size"] == 2
+    _, sharded = first_batch_losses(single_config(tmp_path / "unused"))
+    assert losses(tmp_path)[0] == pytest.approx(sharded, rel=1e-5)
+
+
+def test_procs_flag_ctrl_c_stops_every_rank_at_one_checkpoint_and_resumes_exactly(tmp_path):
+    """Ctrl-C to the launcher: both ranks agree on one iteration, its checkpoint is written, exit
+    130; --resume --procs 2 then ends with the weights of an uninterrupted job, bit for bit."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    longer = ("--iterations", "60", "--checkpoint-minutes", "100")
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    subprocess.run(procs_command(reference, *longer), env=env, check=True, timeout=300, capture_output=True)
+    proc = subprocess.Popen(procs_command(stopped, *longer), env=env, stderr=subprocess.PIPE, text=True)
+    metrics = stopped / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("interrupted at iteration") == 1  # one line, from rank 0
+    stopped_at = torch.load(stopped / "checkpoint.pt", weights_only=True)["iteration"]
+    assert 2 <= stopped_at < 60
+    resume = [sys.executable, "-m", "resnetlab", "train", "--resume", str(stopped), "--procs", "2", "--quiet"]
+    subprocess.run(resume, env=env, check=True, timeout=300, capture_output=True)
+    a = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    b = torch.load(reference / "checkpoint.pt", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 60
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+
+
+def test_procs_must_be_positive(tmp_path):
+    from cli_runner import run_cli
+
+    code, _, err = run_cli(["train", "--procs", "0", "--out", str(tmp_path), *ARGS])
+    assert code == 2 and err.strip() == "resnetlab: error: --procs must be a positive count, got 0"

@@ -30,8 +30,21 @@ def _args(tmp_path: Path, **extra) -> argparse.Namespace:
     return argparse.Namespace(seed=0, data=SPEC, out=tmp_path / "out", tar=None, quiet=True, **extra)
 
 
+@pytest.fixture
+def float64_default():
+    """Both paths compute in float64: their sums run in different orders (and the kernels' orders
+    differ between CPUs and thread counts), which float32 turns into differences of 1e-5 after three
+    steps at lr 0.1 (6.3e-5 measured on one CPU), larger than a wrong weight decay would make
+    (lr * wd * |w| per step, about 1e-6). In float64 the same reorderings cost about 1e-16
+    relative per operation."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
 @pytest.mark.parametrize("steps", [1, 3])
-def test_fleet_steps_equal_the_library_trainer(tmp_path: Path, steps: int) -> None:
+def test_fleet_steps_equal_the_library_trainer(tmp_path: Path, steps: int, float64_default) -> None:
     torch.manual_seed(123)  # the fleet must not depend on the global RNG state it finds
     data, _ = fleet_script.load_data(SPEC, torch.device("cpu"), None)
     fleet = fleet_script.Fleet(["resnet20"], data, _args(tmp_path), amp=False)
@@ -43,12 +56,22 @@ def test_fleet_steps_equal_the_library_trainer(tmp_path: Path, steps: int) -> No
         net.lr.fill_(schedule.lr(it))
         fleet.step_all()
     config = TrainConfig(
-        model="resnet20", dataset=SPEC, iterations=steps, out=tmp_path / "lib", quiet=True, channels_last=True
+        model="resnet20",
+        dataset=SPEC,
+        iterations=steps,
+        out=tmp_path / "lib",
+        quiet=True,
+        precision="fp32",  # no autocast: the float64 default dtype carries through
+        memory_format="channels_last",
     )
     reference = train(config).model.state_dict()
     ours = net.model.state_dict()
+    assert ours["fc.weight"].dtype == reference["fc.weight"].dtype == torch.float64
     worst = max((ours[k].double() - reference[k].double()).abs().max().item() for k in reference)
-    assert worst < 1e-5
+    # float64 rounding (eps 2.2e-16) amplified by the same factor that turned float32's 6e-8 into
+    # 6e-5 (about 1e3) stays below 1e-12 (7e-16 measured); a weight decay 1% off moves the weights by
+    # 1.4e-6 in three steps (measured), so 1e-9 tells the two apart with margins of 1e3 both ways.
+    assert worst < 1e-9
 
 
 def test_cpu_run_writes_runs_that_resnetlab_loads(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -229,3 +229,18 @@ def test_streamed_imagenet_style_folder_trains_and_evaluates_ten_crop(tmp_path):
     image = tmp_path / "val" / "cat" / "0.jpg"
     code, out, err = run_cli(["predict", str(tmp_path / "run"), str(image), "--top", "2"])
     assert code == 0 and out.count("%") == 2, err
+
+
+def test_eval_flip_averages_each_image_with_its_mirror(run, tmp_path):
+    """--flip scores the mirror too: the same images, a different loss, its own record; with
+    --ten-crop (which has mirrors of its own) it is one error line."""
+    code, out, err = run_cli(["eval", str(run.out), "--flip", "--out", str(tmp_path)])
+    assert code == 0, err
+    flipped = json.loads((tmp_path / "eval-test-flip.json").read_text())
+    assert flipped["flip"] is True and flipped["images"] == 64 and flipped["precision"] == "fp32"
+    assert "image + mirror" in out
+    code, _, _ = run_cli(["eval", str(run.out), "--out", str(tmp_path)])
+    single = json.loads((tmp_path / "eval-test.json").read_text())
+    assert flipped["loss"] != pytest.approx(single["loss"], rel=1e-4)
+    code, _, err = run_cli(["eval", str(run.out), "--flip", "--ten-crop", "--out", str(tmp_path)])
+    assert code == 2 and err.count("\n") == 1 and "give one of them" in err

@@ -144,3 +144,12 @@ def test_shipped_configs_load(path):
     base = data.pop("base")
     recipe = get_recipe(base, **data)
     assert recipe.name == base
+
+
+def test_cifar_fast30_is_cifar_fast_for_30_epochs_with_the_mirror_test():
+    """The few-epoch recipe differs from cifar-fast only in its length and its test-time flip."""
+    fast30 = get_recipe("cifar-fast30")
+    assert fast30.iterations == round(30 * 50_000 / fast30.batch_size)
+    assert fast30.test_flip and not get_recipe("cifar-fast").test_flip
+    fast = get_recipe("cifar-fast")
+    assert dataclasses.replace(fast30, name=fast.name, test_flip=False, iterations=fast.iterations) == fast

@@ -10,7 +10,7 @@ The user-facing API behind ``resnetlab eval`` and ``resnetlab predict``; the eva
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from resnetlab.data.datasets import load_dataset
 from resnetlab.data.loader import TensorBatches
 from resnetlab.data.splits import DatasetSplits
 from resnetlab.engine.distributed import select_device
-from resnetlab.engine.evaluate import TenCropBatches, evaluate
+from resnetlab.engine.evaluate import FlipViews, TenCropBatches, evaluate
+from resnetlab.engine.precision import NumericMode, choose_mode
 from resnetlab.engine.run_data import eval_sets
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
@@ -36,6 +37,8 @@ class Evaluation:
     classes: list[str]
     ten_crop: bool
     result: dict[str, Any]  # see resnetlab.engine.evaluate.evaluate
+    mode: NumericMode  # the precision and memory format it was computed in
+    flip: bool = False  # each image averaged with its mirror
 
 
 @dataclass(frozen=True)
@@ -128,11 +131,21 @@ def evaluate_checkpoint(
     ten_crop: bool = False,
     batch_size: int = 256,
     device: str = "auto",
+    precision: str | None = None,
+    memory_format: str = "auto",
+    flip: bool = False,
 ) -> Evaluation:
-    """Evaluate a loaded checkpoint on ``split`` ("test" or "val"; default test when there is one)."""
+    """Evaluate a loaded checkpoint on ``split`` ("test" or "val"; default test when there is one).
+
+    ``precision`` None means fp32, not auto: a test set evaluates in seconds, and its score must be
+    the same number on every machine (weight cards are checked against it); bf16 moves a few images.
+    """
     if batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
     dev = select_device(device)
+    mode = choose_mode(dev, precision or "fp32", memory_format)
+    if precision is None:
+        mode = replace(mode, reason="fp32: evaluation's default, the same score on every machine")
     name, batches = checkpoint_batches(
         ckpt,
         dataset=dataset,
@@ -143,8 +156,13 @@ def evaluate_checkpoint(
         device=dev,
     )
     model = model_from_checkpoint(ckpt).to(dev)
-    result = evaluate(model, batches, dev, len(ckpt["classes"]))
-    return Evaluation(name, list(ckpt["classes"]), ten_crop, result)
+    if flip and ten_crop:
+        raise UserError("--flip and --ten-crop both choose the views of an image: give one of them")
+    views = FlipViews(batches) if flip else batches
+    result = evaluate(
+        model, views, dev, len(ckpt["classes"]), amp=mode.amp, channels_last=mode.channels_last
+    )
+    return Evaluation(name, list(ckpt["classes"]), ten_crop, result, mode, flip)
 
 
 def load_image(path: Path, image_size: list[int], imagenet_style: bool) -> torch.Tensor:

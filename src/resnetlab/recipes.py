@@ -44,6 +44,7 @@ class Recipe:
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing (not in the paper)")
     zero_init_residual: bool = _f(False, "zero the last BN gamma of each block (not in the paper)")
     plateau_patience: int = _f(3, "evaluations without improvement before lr is multiplied by gamma")
+    test_flip: bool = _f(False, "evaluate each image and its mirror, averaging the two (not in the paper)")
 
     def __post_init__(self) -> None:
         checks = [
@@ -114,6 +115,19 @@ RECIPES: dict[str, Recipe] = {
         weight_decay=5e-4,
         label_smoothing=0.1,
         iterations=19_500,  # 50 epochs of 50,000 images
+    ),
+    # Not the paper's: cifar-fast for 30 epochs, tested on each image and its mirror. ResNet-20 with
+    # it scored 91.85% on the official CIFAR-10 test set (90.88% single view), past the paper's
+    # 91.25% from 164 epochs; README "The paper's accuracy in 30 epochs" says how it was measured.
+    "cifar-fast30": Recipe(
+        name="cifar-fast30",
+        nesterov=True,
+        schedule="linear",
+        milestones=(),
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        test_flip=True,
+        iterations=11_719,  # 30 epochs of 50,000 images at batch 128
     ),
     "imagenet-paper": Recipe(
         name="imagenet-paper",

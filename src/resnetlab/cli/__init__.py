@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 
 from resnetlab.errors import UserError
@@ -52,16 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(line: str) -> None:
+    """One line on stderr, from rank 0 only when several ranks of a job would all say it."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for commands that relaunch
     try:
         code = args.func(args)
     except UserError as exc:
-        print(f"resnetlab: error: {exc}", file=sys.stderr)
+        _say(f"resnetlab: error: {exc}")
         return 2
     except KeyboardInterrupt as exc:  # 130 = 128 + SIGINT, the shell's code for a Ctrl-C
-        print(f"resnetlab: interrupted {exc}".rstrip(), file=sys.stderr)
+        _say(f"resnetlab: interrupted {exc}".rstrip())
         return 130
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:

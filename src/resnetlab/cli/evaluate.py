@@ -9,6 +9,7 @@ from pathlib import Path
 
 from resnetlab.atomic import atomic_write
 from resnetlab.engine.config import DEVICES
+from resnetlab.engine.precision import MEMORY_FORMATS, PRECISIONS
 from resnetlab.errors import UserError
 from resnetlab.inference import Evaluation, evaluate_checkpoint, save_confusion_png
 from resnetlab.weights import WEIGHTS_HELP, load_weights, output_dir
@@ -21,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="where datasets and decoded caches are kept")
     p.add_argument("--split", choices=["test", "val"], help="default: test when the dataset has one")
     p.add_argument("--ten-crop", action="store_true", help="average the softmax of 10 views per image")
+    p.add_argument("--flip", action="store_true", help="average the softmax of each image and its mirror")
     p.add_argument(
         "--out",
         type=Path,
@@ -29,15 +31,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 (default: the same score on every machine), bf16 autocast, or auto (bf16 where native)",
+    )
+    p.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto")
     p.set_defaults(func=run_eval)
 
 
 def format_report(ev: Evaluation) -> str:
     """The printed report: errors, per-class accuracy and the confusion matrix as text."""
     r = ev.result
-    views = "10-crop" if ev.ten_crop else "single view"
+    views = "10-crop" if ev.ten_crop else "image + mirror" if ev.flip else "single view"
     lines = [
-        f"{ev.split}: {r['images']} images, {views}",
+        f"{ev.split}: {r['images']} images, {views}, {ev.mode.describe()}",
         f"top-1 error {100 * r['top1_error']:.2f}%  top-5 error {100 * r['top5_error']:.2f}%  "
         f"loss {r['loss']:.4f}",
         "per-class accuracy:",
@@ -62,16 +70,20 @@ def run_eval(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         split=args.split,
         ten_crop=args.ten_crop,
+        flip=args.flip,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
+        memory_format=args.memory_format,
     )
     out = args.out or output_dir(ckpt)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
-    stem = f"{ev.split}-10crop" if ev.ten_crop else ev.split
+    stem = f"{ev.split}-10crop" if ev.ten_crop else f"{ev.split}-flip" if ev.flip else ev.split
     record = {"checkpoint": ckpt["origin"], "split": ev.split, "ten_crop": ev.ten_crop, "classes": ev.classes}
+    record |= {"flip": ev.flip, "precision": ev.mode.precision, "memory_format": ev.mode.memory_format}
     record |= {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in ev.result.items()}
     record["per_class_accuracy"] = [None if math.isnan(a) else a for a in ev.result["per_class_accuracy"]]
     try:

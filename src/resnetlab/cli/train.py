@@ -20,6 +20,7 @@ from resnetlab.engine.config import (
     NORMALIZATIONS,
     TrainConfig,
 )
+from resnetlab.engine.precision import add_mode_arguments
 from resnetlab.errors import UserError
 from resnetlab.recipes import RECIPES, SCHEDULES, Recipe, load_overrides, recipe_for
 
@@ -34,6 +35,7 @@ RECIPE_FLAGS = (
     "nesterov",
     "label_smoothing",
     "zero_init_residual",
+    "test_flip",
 )
 # Everything that defines what a run computes: fixed by the checkpoint when resuming.
 RUN_FLAGS = (
@@ -47,6 +49,8 @@ RUN_FLAGS = (
     "normalization",
     "data_dir",
     "deterministic",
+    "precision",
+    "memory_format",
     "amp",
     "channels_last",
     "compile",
@@ -72,8 +76,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation (default 0)")
     p.add_argument("--deterministic", action="store_true", default=None, help="bitwise-reproducible run")
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--amp", choices=["bf16"], help="bf16 autocast")
-    p.add_argument("--channels-last", action="store_true", default=None)
+    add_mode_arguments(p)
+    p.add_argument("--amp", choices=["bf16"], help="the same as --precision bf16 (kept for old scripts)")
+    p.add_argument(
+        "--channels-last", action="store_true", default=None, help="the same as --memory-format channels_last"
+    )
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="input normalisation (default per-pixel)")
     budget = p.add_argument_group("length (compresses the recipe's schedule to fit)")
@@ -88,6 +95,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     recipe.add_argument("--nesterov", action="store_true", default=None)
     recipe.add_argument("--label-smoothing", type=float)
     recipe.add_argument("--zero-init-residual", action="store_true", default=None)
+    recipe.add_argument(
+        "--test-flip", action="store_true", default=None, help="evaluate each image and its mirror, averaged"
+    )
     every = p.add_argument_group("intervals (chosen from the run length and the data when omitted)")
     every.add_argument("--log-every", type=int, help="iterations between training log rows")
     every.add_argument(
@@ -118,6 +128,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-activations", action="store_true", default=None, help="recompute in backward"
     )
     p.add_argument("--sync-bn", action="store_true", default=None, help="BN statistics over all processes")
+    p.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="local processes of one DDP job (gloo on CPUs), the threads shared among them (default 1)",
+    )
     p.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint or run directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -175,8 +191,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         out=args.out or default_out(args.model, args.dataset, seed),
         seed=seed,
         device=args.device,
-        amp=args.amp,
-        channels_last=bool(args.channels_last),
+        precision=_merged(args.precision, "bf16" if args.amp else None, "--precision", "--amp bf16"),
+        memory_format=_merged(
+            args.memory_format,
+            "channels_last" if args.channels_last else None,
+            "--memory-format",
+            "--channels-last",
+        ),
         compile=bool(args.compile),
         deterministic=bool(args.deterministic),
         iterations=args.iterations,
@@ -195,10 +216,39 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _merged(value: str | None, alias: str | None, flag: str, alias_flag: str) -> str:
+    """The mode a flag and its older alias ask for together ("auto" when neither is given)."""
+    if value is not None and alias is not None and value != alias:
+        raise UserError(f"{flag} {value} contradicts {alias_flag}: give one of them")
+    return value or alias or "auto"
+
+
+def _without_procs(argv: list[str]) -> list[str]:
+    """``argv`` without ``--procs N`` / ``--procs=N`` (what each rank runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--procs":
+            skip = True
+        elif not arg.startswith("--procs="):
+            out.append(arg)
+    return out
+
+
 def run_train(args: argparse.Namespace) -> int:
     from resnetlab.engine.trainer import DivergedError, train
 
+    if args.procs < 1:
+        raise UserError(f"--procs must be a positive count, got {args.procs}")
     config = build_config(args)
+    if args.procs > 1:
+        if "RANK" in os.environ:
+            raise UserError("--procs starts its own processes: leave it out under torchrun")
+        from resnetlab.engine.launch import launch_local
+
+        config.validate()  # one error line here rather than one from every rank
+        return launch_local(args.procs, _without_procs(args.argv))
     try:
         result = train(config)
     except DivergedError as exc:

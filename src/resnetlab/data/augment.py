@@ -87,9 +87,10 @@ class Normalizer:
         return cls(channel_mean[:, None, None], channel_std[:, None, None], mode)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> normalised float32 on the images' device."""
+        """uint8 (B, C, H, W) -> normalised floats of the default dtype (float32 unless a caller set
+        another, as the float64 reference tests do) on the images' device."""
         mean = self.mean.to(images.device)
-        out = images.float().div_(255.0).sub_(mean)
+        out = images.to(torch.get_default_dtype()).div_(255.0).sub_(mean)
         if self.std is not None:
             out.div_(self.std.to(images.device))
         return out

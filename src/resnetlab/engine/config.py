@@ -8,17 +8,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from resnetlab.data.datasets import SPEC_HELP
+from resnetlab.engine.precision import MEMORY_FORMATS, PRECISIONS, choose_mode
 from resnetlab.errors import UserError
 from resnetlab.models.zoo import model_info
 from resnetlab.recipes import Recipe, get_recipe
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-AMP_MODES = (None, "bf16")
 NORMALIZATIONS = ("per-pixel", "per-channel")
 # Fields that say where and how a run executes, not what it computes: a finished run is reused
 # when everything else matches.
-RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet", "device")
+RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet", "device", "mode_reason")
 # Defaults of the intervals a run leaves to choose (see resolve_intervals): intermediate evaluation
 # and checkpoints stay a small share of the run's wall time whatever its length.
 DEFAULT_EVALUATIONS = 20  # evaluations per run at most, the final one included
@@ -55,8 +57,9 @@ class TrainConfig:
     out: Path = Path("runs/run")
     seed: int = 0
     device: str = "auto"
-    amp: str | None = None
-    channels_last: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); a started run records what auto chose
+    memory_format: str = "auto"  # auto | channels_last | contiguous; recorded the same way
+    mode_reason: str | None = None  # why the run computes in that mode (see engine.precision)
     compile: bool = False
     deterministic: bool = False
     iterations: int | None = None
@@ -82,7 +85,14 @@ class TrainConfig:
         """Raise :class:`UserError` for impossible values or combinations (before any work is done)."""
         checks = [
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
-            (self.amp in AMP_MODES, f"--amp must be bf16 or absent, got {self.amp!r}"),
+            (
+                self.precision in PRECISIONS,
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
+            (
+                self.memory_format in MEMORY_FORMATS,
+                f"--memory-format must be one of {', '.join(MEMORY_FORMATS)}, got {self.memory_format!r}",
+            ),
             (self.normalization in NORMALIZATIONS, f"unknown --normalization {self.normalization!r}"),
             (self.iterations is None or self.iterations >= 1, "--iterations must be a positive count"),
             (
@@ -117,6 +127,20 @@ class TrainConfig:
         if self.dataset:
             _check_spec(self.dataset)
 
+    @property
+    def amp(self) -> str | None:
+        """The training step's autocast dtype name: "bf16" or None (the precision must be resolved)."""
+        if self.precision == "auto":
+            raise ValueError("the run's precision is not chosen yet (see engine.precision.choose_mode)")
+        return "bf16" if self.precision == "bf16" else None
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the net and its batches are channels_last (the memory format must be resolved)."""
+        if self.memory_format == "auto":
+            raise ValueError("the run's memory format is not chosen yet (see engine.precision.choose_mode)")
+        return self.memory_format == "channels_last"
+
     def total_iterations(self) -> int | None:
         """The iteration count of the run: explicit, the recipe's, or None while a budget is unresolved."""
         if self.iterations is not None:
@@ -143,10 +167,10 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are a :class:`UserError`."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(_upgrade(dict(d))) - names)
         if unknown:
             raise UserError(f"unknown training config keys: {', '.join(unknown)}")
-        values = dict(d)
+        values = _upgrade(dict(d))
         values["recipe"] = Recipe.from_dict(d["recipe"]) if "recipe" in d else get_recipe("cifar-paper")
         return cls(**values)
 
@@ -156,6 +180,16 @@ class TrainConfig:
         for name in RUNTIME_FIELDS:
             d.pop(name)
         return d
+
+
+def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A config written before ``precision``/``memory_format`` (``amp``, ``channels_last``) in today's
+    terms, so that older checkpoints resume in the mode they were trained in."""
+    if "amp" in d:
+        d["precision"] = "bf16" if d.pop("amp") == "bf16" else "fp32"
+    if "channels_last" in d:
+        d["memory_format"] = "channels_last" if d.pop("channels_last") else "contiguous"
+    return d
 
 
 def resolve_intervals(
@@ -205,3 +239,15 @@ def resumed_config(config: TrainConfig, ckpt: dict[str, Any]) -> TrainConfig:
                 f"{getattr(stored, name)}, not {given} (leave --{name} out when resuming)"
             )
     return replace(stored, out=config.out, resume=config.resume, device=config.device, quiet=config.quiet)
+
+
+def resolve_mode(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """``config`` with its precision and memory format chosen for ``device`` and the reason recorded.
+
+    Explicit choices are kept; a resumed run's were recorded when it started, so it keeps them and
+    the reason it had then.
+    """
+    mode = choose_mode(device, config.precision, config.memory_format)
+    asked = config.precision != "auto" and config.memory_format != "auto"
+    reason = config.mode_reason if asked and config.mode_reason else mode.reason
+    return replace(config, precision=mode.precision, memory_format=mode.memory_format, mode_reason=reason)

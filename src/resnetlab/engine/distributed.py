@@ -62,14 +62,6 @@ def set_determinism(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
 
 
-def check_amp(device: torch.device, amp: str | None) -> None:
-    """Refuse ``--amp bf16`` where bf16 autocast is unavailable (CUDA without bf16, MPS)."""
-    if amp is None or device.type == "cpu":
-        return
-    if device.type != "cuda" or not torch.cuda.is_bf16_supported():
-        raise UserError(f"--amp bf16 is not supported on {device_name(device)} (leave --amp out)")
-
-
 @dataclass
 class DistContext:
     """This process's place in the job and the device it trains on."""

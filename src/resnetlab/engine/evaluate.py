@@ -106,6 +106,20 @@ def _result(sums: list[float], images: int, confusion: torch.Tensor) -> dict[str
     }
 
 
+class FlipViews:
+    """Every batch of ``batches`` with its mirror image as a second view: (B, 2, C, H, W), averaged in
+    probability by :func:`evaluate` (test-time flip; not in the paper, which tests single views on
+    CIFAR). Keeps the wrapped batches' ``batch_size`` for the sharded evaluation."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+        self.batch_size = getattr(batches, "batch_size", None)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for x, y in self.batches:
+            yield torch.stack([x, x.flip(-1)], 1), y
+
+
 class TenCropBatches:
     """Ten views of every image of an in-memory set: the four corners and the centre of the image
     padded by ``pad`` pixels, each also flipped (the 10-crop test of Krizhevsky et al., as the paper

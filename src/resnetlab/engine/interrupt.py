@@ -22,8 +22,9 @@ class InterruptFlag:
     """Within ``with``: SIGINT sets :attr:`requested` (once) instead of raising KeyboardInterrupt.
 
     It takes over only Python's own SIGINT handler in the main thread: an ignored SIGINT (a
-    background job) or a handler the caller installed stays as it is, and ``enabled=False`` (ranks of
-    a torchrun job, which cannot agree on one iteration to stop at) leaves plain KeyboardInterrupt.
+    background job) or a handler the caller installed stays as it is, and ``enabled=False`` leaves
+    plain KeyboardInterrupt. The ranks of a job agree on the iteration to stop at (the trainer
+    all-reduces the flag), so each of them sets it.
     """
 
     def __init__(self, enabled: bool = True) -> None:

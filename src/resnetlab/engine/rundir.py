@@ -24,8 +24,11 @@ from resnetlab.errors import UserError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", CHECKPOINT_NAME, "summary.json")
 RUN_DIRS = ("tensorboard",)
-# Fields a request may leave as None ("choose for me") while the finished run recorded the choice.
+# Fields a request may leave as None or "auto" ("choose for me") while the finished run recorded the
+# choice.
 AUTO_FIELDS = (
+    "precision",
+    "memory_format",
     "iterations",
     "log_every",
     "eval_every",
@@ -40,7 +43,7 @@ def _differences(requested: TrainConfig, stored: dict[str, Any]) -> list[str]:
     return [
         k
         for k, v in requested.identity().items()
-        if not (k in AUTO_FIELDS and v is None) and stored.get(k) != v
+        if not (k in AUTO_FIELDS and v in (None, "auto")) and stored.get(k) != v
     ]
 
 

@@ -20,6 +20,11 @@ def autocast_context(device: torch.device, amp: str | None) -> contextlib.Abstra
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is narrower (bf16 logits under autocast), else as it is (float64 stays)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class TrainStep:
     """Run training steps of ``model`` with ``optimizer``.
 
@@ -62,7 +67,7 @@ class TrainStep:
         """One update on the batch; returns (mean loss, number of correct top-1 predictions)."""
         with autocast_context(self.device, self.amp):
             logits = self.forward(self.prepare(x))
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+            loss = F.cross_entropy(at_least_fp32(logits), y, label_smoothing=self.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

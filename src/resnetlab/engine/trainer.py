@@ -18,16 +18,15 @@ from torch.nn.parallel import DistributedDataParallel
 from resnetlab.analysis.counts import count_params
 from resnetlab.engine import budget
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from resnetlab.engine.config import TrainConfig, resolve_intervals, resumed_config
+from resnetlab.engine.config import TrainConfig, resolve_intervals, resolve_mode, resumed_config
 from resnetlab.engine.distributed import (
     DistContext,
-    check_amp,
     convert_sync_bn,
     device_name,
     set_determinism,
     setup_distributed,
 )
-from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.evaluate import FlipViews, evaluate
 from resnetlab.engine.interrupt import Interrupted, InterruptFlag
 from resnetlab.engine.metrics import Console, FiniteGuard, Meter, MetricsLog, TensorBoard
 from resnetlab.engine.run_data import RunData, build_data, load_run_data
@@ -73,7 +72,7 @@ class _Trainer:
     def __init__(self, config: TrainConfig, ctx: DistContext, started: float) -> None:
         self.ctx, self.started = ctx, started
         self.ckpt = load_checkpoint(config.resume) if config.resume is not None else None
-        self.config = resumed_config(config, self.ckpt) if self.ckpt else config
+        self.config = resolve_mode(resumed_config(config, self.ckpt) if self.ckpt else config, ctx.device)
         self.iteration = self.epoch = self.step_in_epoch = 0
         self.elapsed_before = 0.0
         self.last_checkpoint: int | None = None
@@ -81,7 +80,9 @@ class _Trainer:
         self.measured_step_s: float | None = None  # seconds per step, when a time budget was measured
 
     def run(self) -> TrainResult:
-        check_amp(self.ctx.device, self.config.amp)
+        if self.ctx.is_main and not self.config.quiet:
+            c = self.config
+            print(f"precision {c.precision}, {c.memory_format} ({c.mode_reason})", flush=True)
         # One run per directory: rank 0 locks it before looking at (or deleting) anything in it.
         lock = RunLock(self.config.out)
         try:
@@ -95,7 +96,7 @@ class _Trainer:
         self._resolve_iterations()
         self._start()
         try:
-            with InterruptFlag(enabled=not self.ctx.distributed) as self.interrupt:
+            with InterruptFlag() as self.interrupt:
                 self._loop()
             return self._finish()
         finally:
@@ -125,6 +126,8 @@ class _Trainer:
             )
         self.model.checkpoint_activations = c.checkpoint_activations
         self.model.to(ctx.device)
+        if c.channels_last:  # before DDP, whose gradient buckets take the parameters' layout
+            self.model.to(memory_format=torch.channels_last)
         net: torch.nn.Module = self.model
         if c.sync_bn and ctx.distributed:
             net = convert_sync_bn(net, ctx.device)
@@ -148,16 +151,18 @@ class _Trainer:
             compile=c.compile,
         )
 
-    def _evaluate(self, batches: Any, limit: int | None) -> dict[str, Any]:
+    def _evaluate(self, batches: Any, limit: int | None, *, final: bool = False) -> dict[str, Any]:
+        """Intermediate evaluations run in the training precision; the final one always in float32,
+        so that summary.json holds what `resnetlab eval` prints on any machine."""
         c = self.config
         return evaluate(
             self.model,
-            batches,
+            FlipViews(batches) if c.recipe.test_flip else batches,
             self.ctx.device,
             len(self.data.classes),
             limit=limit,
             ctx=self.ctx,
-            amp=c.amp,
+            amp=None if final else c.amp,
             channels_last=c.channels_last,
         )
 
@@ -242,12 +247,23 @@ class _Trainer:
                 self.step_in_epoch += 1
                 self.console.step()
                 self._after_step()
-                if self.interrupt.requested:
+                if self._stop_requested():
                     self._stop_interrupted()
                 if self.iteration >= total:
                     break
             if self.step_in_epoch >= train_batches.batches_per_epoch:
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
+    def _stop_requested(self) -> bool:
+        """Whether Ctrl-C asked to stop. Ranks of a job agree on it, so all stop at the same iteration
+        and its checkpoint is whole: on CPUs after every iteration (one tiny gloo all-reduce, well under
+        1% of a step), on GPUs at log rows, where the host waits for the device anyway."""
+        if not self.ctx.distributed:
+            return self.interrupt.requested
+        if self.ctx.device.type != "cpu" and self.iteration % self.config.log_every:
+            return False
+        flag = torch.tensor([int(self.interrupt.requested)], device=self.ctx.device)
+        return bool(self.ctx.all_reduce(flag, "max").item())
 
     def _after_step(self) -> None:
         c, it = self.config, self.iteration
@@ -304,10 +320,12 @@ class _Trainer:
         self._record(row)
         self.console.train_row(row, self.config.iterations)
 
-    def _eval_row(self, split: str, batches: Any, limit: int | None) -> dict[str, Any]:
+    def _eval_row(
+        self, split: str, batches: Any, limit: int | None, *, final: bool = False
+    ) -> dict[str, Any]:
         self._check_finite()
         started = time.perf_counter()
-        result = self._evaluate(batches, limit)
+        result = self._evaluate(batches, limit, final=final)
         row = {"kind": "eval", "iteration": self.iteration, "epoch": self._epoch_float(), "split": split}
         row |= {k: result[k] for k in ("top1_error", "top5_error", "loss", "images")}
         # eval_s lets a reader tell training time from evaluation time (time to accuracy).
@@ -352,9 +370,9 @@ class _Trainer:
 
     def _finish(self) -> TrainResult:
         c, data = self.config, self.data
-        finals = {data.eval_split: self._eval_row(data.eval_split, data.eval, None)}
+        finals = {data.eval_split: self._eval_row(data.eval_split, data.eval, None, final=True)}
         if data.test is not None:
-            finals["test"] = self._eval_row("test", data.test, None)
+            finals["test"] = self._eval_row("test", data.test, None, final=True)
         summary = self._summary(finals)
         if self.ctx.is_main:
             write_summary(c.out, summary)
@@ -389,6 +407,9 @@ class _Trainer:
             "epochs": self._epoch_float(),
             "batch_size": c.recipe.batch_size,
             "budget_minutes": c.budget_minutes,
+            "precision": c.precision,
+            "memory_format": c.memory_format,
+            "mode_reason": c.mode_reason,
             "measured_step_s": self.measured_step_s,
             "wall_time_s": self.elapsed(),
             "warmup_ended_at": self.schedule.warmup_ended_at,

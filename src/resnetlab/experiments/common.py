@@ -24,6 +24,7 @@ from resnetlab.data.datasets import load_dataset
 from resnetlab.data.loader import TensorBatches
 from resnetlab.engine import TrainConfig, train
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from resnetlab.engine.config import resolve_mode
 from resnetlab.engine.distributed import device_name, select_device
 from resnetlab.engine.rundir import AUTO_FIELDS, environment, read_metrics, read_summary
 from resnetlab.engine.state import model_from_checkpoint
@@ -49,6 +50,7 @@ class Options:
     batch_size: int = 128  # the paper's CIFAR mini-batch
     evals: int = 4  # intermediate evaluations per run (the final one sees the whole test set)
     eval_limit: int | None = 1000  # images per intermediate evaluation
+    precision: str = "auto"  # see engine.precision: bf16 autocast where the device computes it natively
     quiet: bool = False
 
     def check(self) -> None:
@@ -140,7 +142,7 @@ def run_dir(opts: Options, net: Net, iterations: int, seed: int) -> Path:
 def train_config(opts: Options, net: Net, iterations: int, seed: int) -> TrainConfig:
     """The engine config of one run: the paper's recipe scaled to ``iterations``, few evaluations."""
     name, overrides = net.model()
-    return TrainConfig(
+    config = TrainConfig(
         model=name,
         model_overrides=overrides,
         dataset=opts.dataset,
@@ -149,13 +151,13 @@ def train_config(opts: Options, net: Net, iterations: int, seed: int) -> TrainCo
         out=run_dir(opts, net, iterations, seed),
         seed=seed,
         device=opts.device,
-        # 1.2x faster on 2 CPU cores for ResNet-20/56 (measured); every CIFAR net is >= 16 channels wide.
-        channels_last=True,
+        precision=opts.precision,
         iterations=iterations,
         eval_every=max(1, iterations // (opts.evals + 1)) if opts.evals else iterations,
         eval_limit=opts.eval_limit,
         quiet=opts.quiet,
     )
+    return resolve_mode(config, select_device(opts.device))
 
 
 EVALUATION_FIELDS = ("log_every", "eval_every", "eval_limit", "checkpoint_every")  # do not change the weights
@@ -169,7 +171,11 @@ def _reusable(config: TrainConfig, net: Net) -> TrainConfig:
     """
     stored = yaml.safe_load((config.out / "config.yaml").read_text()) or {}
     config = replace(config, **{k: stored[k] for k in EVALUATION_FIELDS if k in stored})
-    differ = [k for k, v in config.identity().items() if k not in AUTO_FIELDS and stored.get(k) != v]
+    differ = [
+        k
+        for k, v in config.identity().items()
+        if not (k in AUTO_FIELDS and v in (None, "auto")) and stored.get(k) != v
+    ]
     if differ:
         raise UserError(
             f"{config.out} holds a finished {net.label} run with a different {', '.join(differ)}: "

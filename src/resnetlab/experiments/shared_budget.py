@@ -67,9 +67,11 @@ def plan_iterations(opts: Options, nets: list[Net], started: float | None = None
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         limit = 2 * data.eval.batch_size
         speed = measure_speed(
-            TrainStep(model, optimizer, channels_last=probe.channels_last),
+            TrainStep(model, optimizer, amp=probe.amp, channels_last=probe.channels_last),
             data.train,
-            lambda m=model, lim=limit: evaluate(m, data.eval, device, len(data.classes), limit=lim)["images"],
+            lambda m=model, lim=limit: evaluate(
+                m, data.eval, device, len(data.classes), limit=lim, amp=probe.amp
+            )["images"],
             budget_s / len(nets),
             ctx,
         )

@@ -1,0 +1,23 @@
+"""Shared test setup.
+
+Every test runs as on a CPU without native bf16, so that ``precision=auto`` resolves to fp32 on every
+machine and the suite computes the same things everywhere (an AMX or AVX512-BF16 CPU would otherwise
+train every tiny run in bf16, and an AVX2 one in fp32). tests/test_precision.py fakes both kinds of
+CPU itself; tests that start real processes pass ``--precision`` when their numbers depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cpu_without_native_bf16() -> Iterator[None]:
+    # Session-wide, so that module-scoped fixtures that train see it too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        patch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+        yield
