@@ -10,6 +10,8 @@ never a timer.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -33,14 +35,17 @@ from PIL import Image
 
 import resnetlab
 from cli_runner import run_cli
+from resnetlab.data import cifar
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.testhook import STOP_AT
 from resnetlab.models import build_model
 
 # The run every training case starts from: 6 iterations of 16 images (4 per epoch), checkpoints at 2, 4, 6.
+# --precision fp32: real processes must compute what the in-process runs compute, on any CPU (auto
+# would pick bf16 on a CPU with native bf16 there, and conftest makes it fp32 in-process).
 RUN = (
     "--model resnet20 --dataset synthetic:64,32,8,4 --batch-size 16 --iterations 6 --checkpoint-every 2 "
-    "--log-every 1 --eval-every 3 --deterministic --quiet"
+    "--log-every 1 --eval-every 3 --deterministic --precision fp32 --quiet"
 )
 NOBODY = 65534  # the unprivileged user the read-only cases run as when the tests run as root
 GUARD_S = 180  # only a hung process meets this: no outcome depends on it
@@ -193,6 +198,43 @@ def same_run_as_uninterrupted(w: Path, name: str) -> None:
     assert rows_without_timing(w / name) == rows_without_timing(w / "run")
 
 
+def small_cifar10() -> dict[str, bytes]:
+    """The files of a small extracted cifar-10-batches-py folder (2 images a batch), official format."""
+    rng = np.random.default_rng(0)
+    files = {}
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        batch = {
+            b"labels": rng.integers(0, 10, 2).tolist(),
+            b"data": rng.integers(0, 256, (2, 3072), np.uint8),
+        }
+        files[name] = pickle.dumps(batch, protocol=2)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    files["batches.meta"] = pickle.dumps({b"label_names": [n.encode() for n in names]}, protocol=2)
+    return files
+
+
+def write_small_cifar10(root: Path, damage: Callable[[bytes], bytes] | None = None) -> Path:
+    """ROOT/cifar-10-batches-py from :func:`small_cifar10`, data_batch_3 passed through ``damage``."""
+    for name, data in small_cifar10().items():
+        write_bytes(
+            root / "cifar-10-batches-py" / name, damage(data) if damage and name == "data_batch_3" else data
+        )
+    return root
+
+
+@contextlib.contextmanager
+def small_cifar10_published() -> Iterator[None]:
+    """Take :func:`small_cifar10`'s files as the published CIFAR-10 ones: a folder small enough for the
+    table cannot have the official MD5s."""
+    official = cifar.CIFAR["cifar10"]
+    table = {name: hashlib.md5(data).hexdigest() for name, data in small_cifar10().items()}
+    cifar.CIFAR["cifar10"] = dataclasses.replace(official, files=table)
+    try:
+        yield
+    finally:
+        cifar.CIFAR["cifar10"] = official
+
+
 # ----------------------------------------------------------------------------- running a command
 
 
@@ -220,6 +262,7 @@ def as_ordinary_user() -> Iterator[None]:
         return
     # What the commands import lazily, imported while root can still read root's home.
     import concurrent.futures.process  # noqa: F401
+    import encodings.latin_1  # noqa: F401  (the codec CIFAR's protocol-2 pickles name for their bytes)
 
     import matplotlib.figure  # noqa: F401
     import safetensors.torch  # noqa: F401
@@ -341,6 +384,57 @@ def previous_checkpoint_kept(w: Path) -> None:
 
 def disk_full_at_the_first_write(w: Path) -> tuple[int, str]:
     return finish(spawn(w, ["-c", FILE_SIZE_LIMIT, "300", *argv("train RUN --out W/full-at-start", w)]))
+
+
+def cifar_info(command: str, unprivileged: bool = False) -> Callable[[Path], tuple[int, str]]:
+    """A procedure: ``resnetlab COMMAND`` with the small CIFAR-10 as the published one, resnetlab's
+    own cache in W/own-cache (writable by anyone: it is where a read-only data dir's cache goes)."""
+
+    def run(w: Path) -> tuple[int, str]:
+        own = w / "own-cache"
+        own.mkdir(exist_ok=True)
+        own.chmod(0o777)
+        user = as_ordinary_user() if unprivileged else contextlib.nullcontext()
+        with small_cifar10_published(), environment(RESNETLAB_CACHE=str(own)), user:
+            return cli(command, w)
+
+    return run
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Environment variables set for the block only."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def cifar_corrupt(folder: str) -> str:
+    """The one line for a damaged data_batch_3 in W/FOLDER/cifar-10-batches-py (the MD5s vary with numpy's
+    pickles and the damage)."""
+    return (
+        f"resnetlab: error: W/{folder}/cifar-10-batches-py/data_batch_3 is corrupt or not the official "
+        "CIFAR-10 file (MD5 …, expected …): extract cifar-10-batches-py again from the official "
+        "cifar-10-python.tar.gz, or pass --data-dir DIR with the archive or a good copy"
+    )
+
+
+def read_only_cifar(w: Path) -> None:
+    root = write_small_cifar10(w / "data/cifar-ro")
+    for path in (root / "cifar-10-batches-py", root):
+        path.chmod(0o555)
+
+
+def cached_in_own_cache(w: Path) -> None:
+    assert not (w / "data/cifar-ro/cifar10-uint8.pt").exists()
+    assert len(list((w / "own-cache/cifar").glob("cifar10-*-uint8.pt"))) == 1
 
 
 def predict_above_pillows_warning_limit(w: Path) -> tuple[int, str]:
@@ -511,6 +605,41 @@ CASES: list[Case] = [
         2,
         "resnetlab: error: dataset folder W/nowhere does not exist: check the PATH in folder:PATH / "
         "imagenet:PATH",
+    ),
+    # --- an extracted CIFAR-10 folder; a small one the tests build, its MD5s taken as the published ones
+    Case(
+        "cifar-batch-altered",
+        "one byte changed in data_batch_3 of an extracted cifar-10-batches-py folder",
+        "data info --dataset cifar10 --data-dir W/data/cifar-altered",
+        2,
+        cifar_corrupt("data/cifar-altered"),
+        note="every file is checked against its published MD5 before use; no decoded cache is written",
+        setup=lambda w: write_small_cifar10(
+            w / "data/cifar-altered",
+            lambda b: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1 :],
+        ),
+        run=cifar_info("data info --dataset cifar10 --data-dir W/data/cifar-altered"),
+    ),
+    Case(
+        "cifar-batch-truncated",
+        "data_batch_3 of an extracted cifar-10-batches-py folder cut in half (an interrupted copy)",
+        "data info --dataset cifar10 --data-dir W/data/cifar-cut",
+        2,
+        cifar_corrupt("data/cifar-cut"),
+        note="no decoded cache is written",
+        setup=lambda w: write_small_cifar10(w / "data/cifar-cut", lambda b: b[: len(b) // 2]),
+        run=cifar_info("data info --dataset cifar10 --data-dir W/data/cifar-cut"),
+    ),
+    Case(
+        "cifar-read-only",
+        "an extracted cifar-10-batches-py folder in a read-only --data-dir",
+        "data info --dataset cifar10 --data-dir W/data/cifar-ro",
+        0,
+        note="lists the dataset (run as an ordinary user)",
+        files="unchanged; the decoded cache goes to $RESNETLAB_CACHE/cifar/, else ~/.cache/resnetlab/cifar/",
+        setup=read_only_cifar,
+        run=cifar_info("data info --dataset cifar10 --data-dir W/data/cifar-ro", unprivileged=True),
+        check=cached_in_own_cache,
     ),
     # --- image files given to predict
     _predict("gray.png", "a grayscale (L) PNG", lambda w: write_png(w / "img/gray.png", "L")),
@@ -911,7 +1040,8 @@ CASES: list[Case] = [
         "train --recipe nope",
         "train RUN --recipe nope --out W/x",
         2,
-        "resnetlab: error: unknown recipe 'nope' (choose from cifar-paper, cifar-fast, imagenet-paper)",
+        "resnetlab: error: unknown recipe 'nope' (choose from cifar-paper, cifar-fast, cifar-fast30, "
+        "imagenet-paper)",
     ),
     Case(
         "eval-batch-zero",
@@ -1013,7 +1143,7 @@ CASES: list[Case] = [
         "reproduce nope",
         2,
         "resnetlab reproduce: error: argument EXPERIMENT: invalid choice: 'nope' (choose from 'degradation', "
-        "'responses', 'gradients', 'identity', 'shortcuts', 'cifar-table')",
+        "'responses', 'gradients', 'identity', 'shortcuts', 'cifar-table', 'lesion', 'landscape')",
     ),
     # --- faults while training
     Case(

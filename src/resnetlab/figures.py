@@ -7,6 +7,7 @@ atomically and returns its path; nothing here trains or reads runs, so any figur
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -217,4 +218,137 @@ def bars(
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
+    return _save(fig, path)
+
+
+# ---- studies of trained nets: lesions (Veit et al. 2016) and loss landscapes (Li et al. 2018) ----
+
+
+@dataclass
+class LesionSeries:
+    """One net's test errors with each block deleted (None: not deletable), which blocks change the
+    shape, and the intact net's error; fractions."""
+
+    errors: list[float | None]
+    shape_changes: list[bool]
+    intact: float
+
+
+def lesion_blocks(panels: Sequence[tuple[str, dict[str, LesionSeries]]], path: Path, title: str) -> Path:
+    """Error against the index of the single deleted block, one panel per kind (plain, residual),
+    shared y axis; blocks that change the shape as squares, the intact error dotted."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (panel_title, series) in zip(axes[0], panels, strict=True):
+        styles = _styles(list(series))
+        for label, s in series.items():
+            xs = list(range(1, len(s.errors) + 1))
+            ys = [float("nan") if e is None else 100 * e for e in s.errors]
+            ax.plot(xs, ys, marker="o", ms=4, label=label, **styles[label])
+            marks = zip(xs, ys, s.shape_changes, strict=True)
+            changed = [(x, y) for x, y, c in marks if c and not math.isnan(y)]
+            if changed:
+                ax.plot(*zip(*changed, strict=True), "s", ms=9, mfc="none", color=styles[label]["color"])
+            ax.axhline(100 * s.intact, color=styles[label]["color"], ls=":", lw=1)
+        ax.set_title(panel_title)
+        ax.set_xlabel("deleted block (1 = nearest the input)")
+        ax.set_ylabel("test error (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def lesion_k(
+    panels: Sequence[tuple[str, dict[str, Sequence[tuple[int, Sequence[float]]]]]], path: Path, title: str
+) -> Path:
+    """Error against the number k of deleted blocks: the mean over draws, the min..max band shaded;
+    one panel per kind, shared y axis. ``panels`` maps each label to [(k, errors of the draws)]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (panel_title, series) in zip(axes[0], panels, strict=True):
+        styles = _styles(list(series))
+        for label, points in series.items():
+            ks = [k for k, _ in points]
+            mean = [100 * sum(e) / len(e) for _, e in points]
+            ax.plot(ks, mean, marker="o", ms=4, label=label, **styles[label])
+            low, high = [100 * min(e) for _, e in points], [100 * max(e) for _, e in points]
+            ax.fill_between(ks, low, high, color=styles[label]["color"], alpha=0.15, lw=0)
+        ax.set_title(panel_title)
+        ax.set_xlabel("k (blocks deleted at random)")
+        ax.set_ylabel("test error (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _log_levels(values: Sequence[float], count: int = 24) -> list[float]:
+    """``count`` log-spaced contour levels spanning ``values`` (all positive)."""
+    low, high = min(values), max(values)
+    high = max(high, low * 1.01)
+    return [low * (high / low) ** (i / (count - 1)) for i in range(count)]
+
+
+def landscape_contours(
+    rows: Sequence[Sequence[tuple[str, Sequence[Sequence[float]]]]],
+    coords: Sequence[float],
+    path: Path,
+    title: str,
+) -> Path:
+    """Filled contours of the loss over a 2-D slice, one panel per net in a grid of ``rows`` (e.g.
+    [plain, residual] per depth), every panel on the same log-spaced levels and one colour bar, so
+    the surfaces compare directly. Each grid is indexed [y][x] over ``coords`` on both axes."""
+    from matplotlib.colors import LogNorm
+
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(5 * cols + 1.5, 4.4 * len(rows)), squeeze=False, constrained_layout=True
+    )
+    values = [max(v, 1e-6) for r in rows for _, grid in r for line in grid for v in line if not math.isnan(v)]
+    levels = _log_levels(values)
+    norm = LogNorm(levels[0], levels[-1])
+    filled = None
+    for ax_row, row in zip(axes, rows, strict=True):
+        for ax, (label, grid) in zip(ax_row, row, strict=False):
+            z = [[min(max(v, levels[0]), levels[-1]) for v in line] for line in grid]
+            filled = ax.contourf(coords, coords, z, levels=levels, norm=norm, cmap="viridis")
+            ax.contour(coords, coords, z, levels=levels, colors="k", linewidths=0.4, alpha=0.5)
+            ax.plot([0], [0], "w+", ms=10)
+            ax.set_title(label)
+            ax.set_aspect("equal")
+            ax.set_xlabel("direction 1")
+            ax.set_ylabel("direction 2")
+        for ax in ax_row[len(row) :]:
+            ax.axis("off")
+    if filled is not None:
+        bar = fig.colorbar(filled, ax=axes.ravel().tolist(), shrink=0.85)
+        ticks = levels[::4]
+        bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+        bar.minorticks_off()
+        bar.set_label("training loss (cross-entropy, log scale)")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def landscape_lines(
+    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], path: Path, title: str
+) -> Path:
+    """1-D slices: loss (log scale, left) and training accuracy (right) against the step along one
+    direction; ``series`` maps each label to (alphas, losses, accuracies as fractions)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = _styles(list(series))
+    for label, (alphas, losses, accuracies) in series.items():
+        left.plot(alphas, losses, label=label, **styles[label])
+        right.plot(alphas, _percent(accuracies), label=label, **styles[label])
+    left.set_yscale("log")
+    left.set_ylabel("training loss (log scale)")
+    right.set_ylabel("training accuracy (%)")
+    for ax in (left, right):
+        ax.set_xlabel("step along direction 1 (filter-normalised units)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     return _save(fig, path)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.data.datasets import SPEC_HELP
+from resnetlab.engine.precision import PRECISIONS
 from resnetlab.errors import UserError
 from resnetlab.experiments import EXPERIMENTS, build_report, experiment_module
 from resnetlab.experiments.common import Options, parse_depths, read_record, record_path
@@ -62,6 +63,12 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
         help=f"minutes for the whole reproduction, all runs together (default: {DEFAULTS.budget_minutes:g})",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 autocast where the device computes bf16 natively, fp32 elsewhere",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=128, help="images per batch (default: 128)")
     p.add_argument(
         "--evals",
@@ -139,11 +146,134 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--depths", default="20,32,44,56,110", help="CIFAR depths 6n+2 (default: %(default)s)"
     )
 
+    _add_studies(experiments)
+
     p = sub.add_parser(
         "report", help="redraw the figures and report of a reproduce --out folder (no training)"
     )
     p.add_argument("dir", type=Path, help="the --out folder of one or more `resnetlab reproduce` commands")
     p.set_defaults(func=run_report)
+
+
+# Studies of given trained nets: they train nothing, so they take none of the training options.
+STUDIES = {
+    "lesion": (
+        "test error of trained nets with blocks deleted (Veit et al. 2016): each single block, then k "
+        "random blocks, plain twins beside ResNets. Cost: per net, one pass over the test set per "
+        "deletable block plus DRAWS per k = 2..n, each starting at its first deleted block (bf16 where "
+        "native): about 70 s per 20-layer net on the 10,000 test images on 2 free CPU cores (measured), "
+        "about 11x that per 56-layer net; --eval-limit for less"
+    ),
+    "landscape": (
+        "filter-normalised 1-D and 2-D loss surfaces of trained nets and their Hessian's "
+        "|lambda_min/lambda_max| (Li et al. 2018). Cost: per net, GRID^2 + 2 GRID passes over IMAGES "
+        "training images (bf16 where native) and HESSIAN_STEPS Hessian-vector products (fp32, each "
+        "about 12 passes' work); at the defaults about 5 min per 20-layer net on 2 free CPU cores, about "
+        "3x that per 56-layer net"
+    ),
+}
+
+
+def _add_studies(experiments: argparse._SubParsersAction) -> None:
+    from resnetlab.experiments import landscape, lesion
+
+    for name, text in STUDIES.items():
+        e = experiments.add_parser(name, help=text.split(". Cost")[0], description=text)
+        e.add_argument(
+            "--nets",
+            metavar="REF,REF,...",
+            required=True,
+            help=f"the trained nets; each REF is {WEIGHTS_HELP}",
+        )
+        e.add_argument("--dataset", help=f"{SPEC_HELP} (default: each net's own)")
+        e.add_argument("--data-dir", help="where datasets are cached or downloaded (default: the library's)")
+        e.add_argument(
+            "--out", type=Path, default=Path("runs") / name, help="output folder (default: %(default)s)"
+        )
+        e.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+        e.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            default="auto",
+            help="of the many fast forward passes; auto (default): bf16 autocast where the device computes "
+            "bf16 natively, fp32 elsewhere",
+        )
+        # 256: 1.4x the images per CPU-second of 128 in bf16 on 2 cores (measured, ResNet-20)
+        e.add_argument(
+            "--batch-size", type=_positive_int, default=256, help="images per batch (default: 256)"
+        )
+        e.add_argument("--seed", type=int, default=0, help="seed of the random draws (default: 0)")
+        e.add_argument("--quiet", action="store_true", help="print only the verdicts and where the report is")
+        e.set_defaults(func=run_study)
+    g = experiments.choices
+    g["lesion"].add_argument(
+        "--eval-limit", type=_positive_int, help="test images per evaluation (default: all)"
+    )
+    g["lesion"].add_argument(
+        "--draws",
+        type=_positive_int,
+        default=lesion.DEFAULT_DRAWS,
+        help="random deletion sets per k (default: %(default)s)",
+    )
+    land = g["landscape"]
+    land.add_argument(
+        "--images",
+        type=_positive_int,
+        default=landscape.DEFAULT_IMAGES,
+        help="training images the loss is measured on (default: %(default)s)",
+    )
+    land.add_argument(
+        "--grid",
+        type=_positive_int,
+        default=landscape.DEFAULT_GRID,
+        help="points per side of the 2-D grid, at least 3; the 1-D line has 2N-1 (default: %(default)s)",
+    )
+    land.add_argument(
+        "--span",
+        type=_positive_float,
+        default=landscape.DEFAULT_SPAN,
+        help="the scans cover [-S, S] in filter-normalised units (default: %(default)s)",
+    )
+    land.add_argument(
+        "--hessian-steps",
+        type=_positive_int,
+        default=landscape.DEFAULT_HESSIAN_STEPS,
+        help="Lanczos steps (Hessian-vector products) for the Hessian's extremes (default: %(default)s)",
+    )
+
+
+def run_study(args: argparse.Namespace) -> int:
+    """``reproduce lesion|landscape``: measure the given trained nets, then report."""
+    refs = tuple(r.strip() for r in args.nets.split(",") if r.strip())
+    if not refs:
+        raise UserError(f"--nets needs comma-separated weights references, got {args.nets!r}")
+    opts = Options(
+        out=args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        eval_limit=getattr(args, "eval_limit", None),
+        precision=args.precision,
+        quiet=args.quiet,
+    )
+    opts.check()
+    kwargs: dict[str, Any] = {"nets": refs, "dataset": args.dataset, "seed": args.seed}
+    if args.experiment == "lesion":
+        kwargs["draws"] = args.draws
+    else:
+        if args.grid < 3:
+            raise UserError(f"--grid must be at least 3 points per side, got {args.grid}")
+        kwargs |= {
+            "images": args.images,
+            "grid": args.grid,
+            "span": args.span,
+            "hessian_steps": args.hessian_steps,
+        }
+    record = experiment_module(args.experiment).run(opts, **kwargs)
+    md, page = build_report(opts.out)
+    _print_verdicts(opts.out, record["experiment"])
+    print(f"report: {md} and {page}")
+    return 0
 
 
 def options(args: argparse.Namespace) -> Options:
@@ -162,6 +292,7 @@ def options(args: argparse.Namespace) -> Options:
         batch_size=args.batch_size,
         evals=args.evals,
         eval_limit=args.eval_limit,
+        precision=args.precision,
         quiet=args.quiet,
     )
     opts.check()

@@ -26,6 +26,8 @@ EXPERIMENTS = {
     "identity": "resnetlab.experiments.identity",
     "shortcuts": "resnetlab.experiments.shortcuts",
     "cifar-table": "resnetlab.experiments.cifar_table",
+    "lesion": "resnetlab.experiments.lesion",
+    "landscape": "resnetlab.experiments.landscape",
 }
 
 

@@ -87,7 +87,7 @@ def _measure(ref: str, opts: Options, dataset: str | None, test_images: int | No
     }
 
 
-def _unique_labels(nets: list[dict[str, Any]]) -> None:
+def unique_labels(nets: list[dict[str, Any]]) -> None:
     """Nets that would share a label get their iteration counts added where those tell them
     apart, else a number."""
     same: dict[str, list[dict[str, Any]]] = {}
@@ -106,7 +106,7 @@ def run(opts: Options, refs: tuple[str, ...], dataset: str | None, test_images: 
     """Measure every net's responses and test error; write and return the record."""
     started = time.perf_counter()
     nets = [_measure(ref, opts, dataset, test_images) for ref in refs]
-    _unique_labels(nets)
+    unique_labels(nets)
     record = {
         "experiment": "responses",
         **environment(device_name(select_device(opts.device)), 1),

@@ -1,0 +1,258 @@
+"""`resnetlab reproduce landscape`: filter-normalised loss surfaces and the Hessian's extremes
+(Li et al. 2018).
+
+The mistakes these catch: a direction normalised per layer (or not at all) instead of per filter,
+BN directions that move BN parameters, BN running statistics that drift during a scan (train mode),
+weights not restored after a scan, and Hessian eigenvalue estimates that are wrong, including a
+negative lambda_min."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cli_runner import run_cli
+from resnetlab.analysis.landscape import (
+    evaluate_loss,
+    filter_normalized_direction,
+    hessian_extremes,
+    hessian_operator,
+    lanczos,
+    scan,
+)
+from resnetlab.experiments import landscape
+from tiny_nets import tiny_net, twin_runs
+
+
+def _filter_norms(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1)
+
+
+def test_directions_are_normalised_filter_by_filter() -> None:
+    model = tiny_net(2, residual=True)
+    with torch.no_grad():  # filters of very different norms: a per-layer scale cannot match them all
+        model.conv1.weight.mul_(torch.logspace(-2, 2, 4).view(4, 1, 1, 1))
+    d = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    assert d.keys() == dict(model.named_parameters()).keys()
+    for name, w in model.named_parameters():
+        if w.dim() <= 1:  # BN weights and biases, the fc bias: left where they are
+            assert not d[name].any(), name
+        else:
+            assert torch.allclose(_filter_norms(d[name]), _filter_norms(w.detach()), rtol=1e-5), name
+            assert not torch.allclose(d[name], w.detach())
+    again = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    other = filter_normalized_direction(model, torch.Generator().manual_seed(1))
+    assert all(torch.equal(d[k], again[k]) for k in d)
+    assert not torch.equal(d["fc.weight"], other["fc.weight"])
+
+
+def test_a_scan_uses_running_statistics_and_changes_nothing() -> None:
+    model = tiny_net(2, residual=True).train()  # a caller that forgot eval(): the scan must not care
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    d = [filter_normalized_direction(model, torch.Generator().manual_seed(s)) for s in (0, 1)]
+    points = scan(model, d, [(0.0, 0.0), (0.5, -0.5), (1.0, 1.0)], batches)
+    assert model.training  # left in the mode it came in
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())  # BN buffers included
+    centre = evaluate_loss(model.eval(), batches)
+    assert points[0].loss == pytest.approx(centre.loss, rel=1e-6)
+    assert points[1].loss != pytest.approx(centre.loss, rel=1e-3)
+    with torch.no_grad():  # and it is the eval-mode loss, not the batch-statistics one
+        train_loss = nn.functional.cross_entropy(model.train()(batches[0][0]), batches[0][1])
+    assert float(train_loss) != pytest.approx(centre.loss, rel=1e-3)
+
+
+def test_a_bf16_scan_stays_close_to_fp32() -> None:
+    model = tiny_net(2, residual=False)
+    batches = [(torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,)))]
+    d = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    fp32, bf16 = (scan(model, [d], [(0.0,), (0.3,)], batches, autocast=a) for a in (False, True))
+    assert [p.loss for p in bf16] == pytest.approx([p.loss for p in fp32], rel=0.05)
+
+
+class _Drifting(nn.Module):
+    """A layer whose statistics move on every forward pass, eval mode or not (a BN left training)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(12, 10)
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += 1
+        return self.lin(x.flatten(1)[:, :12])
+
+
+def test_a_scan_that_moves_statistics_is_refused() -> None:
+    model = _Drifting()
+    d = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="statistics changed"):
+        scan(model, [d], [(0.0,), (1.0,)], [(torch.randn(4, 3, 2, 2), torch.randint(0, 10, (4,)))])
+
+
+def _symmetric(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(
+        torch.randn(
+            len(eigenvalues),
+            len(eigenvalues),
+            generator=torch.Generator().manual_seed(seed),
+            dtype=torch.float64,
+        )
+    )
+    return q @ torch.diag(eigenvalues) @ q.T
+
+
+def test_lanczos_finds_known_extremes_including_a_negative_one() -> None:
+    eigenvalues = torch.cat([torch.tensor([-3.0, 9.0]), torch.linspace(-0.5, 2.0, 58)]).double()
+    a = _symmetric(eigenvalues)
+    gen = torch.Generator().manual_seed(0)
+    exact = lanczos(lambda v: a @ v, 60, 60, gen)  # the whole space: exact
+    assert exact.lambda_max == pytest.approx(9.0, abs=1e-9) and exact.lambda_min == pytest.approx(
+        -3.0, abs=1e-9
+    )
+    assert exact.ratio == pytest.approx(1 / 3)
+    few = lanczos(lambda v: a @ v, 60, 25, torch.Generator().manual_seed(1))  # well separated: fast
+    assert few.steps == 25
+    assert few.lambda_max == pytest.approx(9.0, abs=1e-6) and few.lambda_min == pytest.approx(-3.0, abs=1e-6)
+    assert few.residual_max < 1e-4
+    # the Ritz values never pass the true extremes, converged or not
+    early = lanczos(lambda v: a @ v, 60, 3, torch.Generator().manual_seed(2))
+    assert early.lambda_min >= -3.0 and early.lambda_max <= 9.0
+
+
+def test_the_hessian_of_a_quadratic_through_autograd() -> None:
+    """Loss 1/2 w'Aw + b'w split into two terms: the operator must be exactly A."""
+    eigenvalues = torch.tensor([-1.5, -0.2, 0.1, 0.4, 0.7, 1.0, 2.5, 4.0])
+    a = _symmetric(eigenvalues.double()).float()
+    w = nn.Parameter(torch.randn(4, 2))  # a matrix-shaped parameter: flattening must line up
+    b = torch.randn(8)
+
+    def terms():
+        flat = w.flatten()
+        yield 0.25 * flat @ a @ flat + b @ flat
+        yield 0.25 * flat @ a @ flat
+
+    matvec = hessian_operator(terms, [w])
+    v = torch.randn(8, dtype=torch.float64)
+    assert torch.allclose(matvec(v), a.double() @ v, atol=1e-5)
+    got = lanczos(matvec, 8, 8, torch.Generator().manual_seed(0))
+    assert got.lambda_min == pytest.approx(-1.5, abs=1e-5) and got.lambda_max == pytest.approx(4.0, abs=1e-5)
+
+
+def test_hessian_extremes_of_a_net_match_the_dense_hessian() -> None:
+    torch.manual_seed(0)
+    model = tiny_net(1, residual=True, widths=[2, 2, 2]).train()
+    batches = [(torch.randn(6, 3, 4, 4), torch.randint(0, 10, (6,))) for _ in range(2)]
+    params = dict(model.named_parameters())
+    names = list(params)
+    model.eval()
+
+    def loss(*flat: torch.Tensor) -> torch.Tensor:
+        values = dict(zip(names, flat, strict=True))
+        total = sum(
+            nn.functional.cross_entropy(torch.func.functional_call(model, values, (x,)), y, reduction="sum")
+            for x, y in batches
+        )
+        return total / 12
+
+    blocks = torch.autograd.functional.hessian(loss, tuple(p.detach() for p in params.values()))
+    sizes = [p.numel() for p in params.values()]
+    dense = torch.cat(
+        [
+            torch.cat([blocks[i][j].reshape(sizes[i], sizes[j]) for j in range(len(sizes))], 1)
+            for i in range(len(sizes))
+        ]
+    )
+    eigenvalues = torch.linalg.eigvalsh(dense.double())
+    model.train()
+    # a ReLU net's Hessian has low rank here: Lanczos meets an invariant subspace long before 60 steps
+    got = hessian_extremes(model, batches, 60, torch.Generator().manual_seed(0))
+    assert model.training
+    assert eigenvalues[0] < 0 < eigenvalues[-1]
+    assert got.lambda_max == pytest.approx(float(eigenvalues[-1]), rel=1e-4)
+    assert got.lambda_min == pytest.approx(float(eigenvalues[0]), rel=1e-3, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return twin_runs(tmp_path_factory.mktemp("nets"))
+
+
+def test_landscape_cli_measures_reports_and_redraws(nets: dict[str, Path], tmp_path: Path) -> None:
+    refs = ",".join(str(nets[n]) for n in ("plain14", "resnet14"))
+    small = ["--images", "40", "--grid", "3", "--hessian-steps", "4", "--batch-size", "16"]
+    code, printed, err = run_cli(
+        ["reproduce", "landscape", "--nets", refs, "--out", str(tmp_path), "--quiet", *small]
+    )
+    assert code == 0, err
+    record = json.loads((tmp_path / "landscape.json").read_text())
+    plain, res = record["nets"]
+    assert (plain["label"], res["label"]) == ("plain-14", "ResNet-14")
+    assert plain["images"] == 40 and record["line"] == 5
+    assert record["precision"] == "fp32" and plain["centre_loss_fast"] == plain["centre_loss"]
+    assert plain["line"]["at"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert len(plain["grid"]["loss"]) == 3 and all(len(r) == 3 for r in plain["grid"]["loss"])
+    # the centre of the grid and of the line is the trained net
+    assert plain["grid"]["loss"][1][1] == pytest.approx(plain["centre_loss_fast"], rel=1e-6)
+    assert plain["line"]["loss"][2] == pytest.approx(plain["centre_loss_fast"], rel=1e-6)
+    assert res["hessian"]["steps"] == 4 and res["hessian"]["ratio"] >= 0
+    verdicts = record["results"]["verdicts"]
+    assert len(verdicts) == 1 and verdicts[0]["mark"] == "INCONCLUSIVE"  # 14 layers: reported, not judged
+    assert f"{verdicts[0]['mark']}: {verdicts[0]['text']}" in printed
+    md = (tmp_path / "report.md").read_text()
+    assert "Li et al. (2018) beside ours" in md and "wall time" in md
+    figs = [tmp_path / "figures" / f"landscape-{f}.png" for f in ("contours", "1d", "hessian")]
+    for f in figs:
+        f.unlink()
+    code, _, err = run_cli(["report", str(tmp_path)])
+    assert code == 0, err
+    assert all(f.read_bytes().startswith(b"\x89PNG") for f in figs)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--nets", "{plain14}", "--grid", "0"], "positive integer"),
+        (["--nets", "{plain14}", "--grid", "2"], "--grid must be at least 3"),
+        (["--nets", "{plain14}", "--span", "0"], "positive number"),
+        (["--nets", "{plain14}", "--images", "100000"], "more than the 64 training images"),
+        (["--nets", "akamaster:nosuchnet"], "unknown model 'nosuchnet'"),
+        (["--nets", "{tmp}/missing"], "does not exist"),
+    ],
+)
+def test_bad_landscape_arguments_are_one_line_errors(
+    nets: dict[str, Path], tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    args = [a.format(plain14=nets["plain14"], tmp=tmp_path) for a in args]
+    code, _, err = run_cli(["reproduce", "landscape", "--out", str(tmp_path / "out"), *args])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def _net(label: str, depth: int, residual: bool, ratio: float) -> dict:
+    return {
+        "label": label,
+        "depth": depth,
+        "residual": residual,
+        "source": "resnetlab",
+        "iterations": 1,
+        "hessian": {"ratio": ratio},
+    }
+
+
+def test_verdicts_judge_56_layers_and_report_20() -> None:
+    nets = [
+        _net("plain-20", 20, False, 0.05),
+        _net("ResNet-20", 20, True, 0.08),
+        _net("plain-56", 56, False, 0.4),
+        _net("ResNet-56", 56, True, 0.02),
+    ]
+    got = landscape.verdicts(nets)
+    assert [v.holds for v in got] == [None, True, True]
+    assert "ResNet-20 0.0800 vs plain-20 0.0500" in got[0].text and "not smaller" in got[0].text
+    assert "plain-56 0.4000 vs plain-20 0.0500" in got[2].text
+    nets[3]["hessian"]["ratio"] = 0.5
+    assert landscape.verdicts(nets)[1].holds is False

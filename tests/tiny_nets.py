@@ -1,0 +1,68 @@
+"""Tiny randomly initialised nets saved as run directories, for the studies of trained nets (lesion,
+landscape): no real weights and no training needed. BN gets random running statistics and affine
+parameters, so eval mode differs visibly from train mode and from the identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from resnetlab.data.augment import Normalizer
+from resnetlab.data.datasets import load_dataset
+from resnetlab.engine.checkpoint import save_checkpoint
+from resnetlab.models import ResNet
+
+DATA = "synthetic:64,48,8,10"
+ITERATIONS = 100  # what every saved "trained" net claims: the same, so twins are paired
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random running statistics and affine parameters for every BN of ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.3 * torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=g))
+    return model
+
+
+def tiny_net(blocks: int, residual: bool, seed: int = 0, **config) -> ResNet:
+    torch.manual_seed(seed)
+    model = ResNet(**({"layers": [blocks] * 3, "widths": [4, 8, 8], "residual": residual} | config))
+    return randomise_bn(model, seed).eval()
+
+
+def checkpoint(blocks: int, residual: bool, seed: int = 0, data: str = DATA, **config) -> dict:
+    """A checkpoint dict of a tiny net (depth 6 * blocks + 2) on ``data``."""
+    model = tiny_net(blocks, residual, seed, **config)
+    splits = load_dataset(data)
+    return {
+        "model": model.state_dict(),
+        "model_name": "resnet20" if residual else "plain20",
+        "model_config": model.config,
+        "classes": list(splits.classes),
+        "normalizer": Normalizer.fit(splits.train.images).state_dict(),
+        "image_size": [8, 8],
+        "config": {"dataset": data},
+        "iteration": ITERATIONS,
+    }
+
+
+def save_run(ckpt: dict, run: Path) -> Path:
+    """A run directory holding ``ckpt`` as its checkpoint.pt."""
+    run.mkdir(parents=True)
+    save_checkpoint(ckpt, run / "checkpoint.pt")
+    return run
+
+
+def twin_runs(root: Path) -> dict[str, Path]:
+    """plain-14 and ResNet-14 (2 blocks per stage) and ResNet-20 (3) as run directories."""
+    save_run(checkpoint(2, False), root / "plain14")
+    save_run(checkpoint(2, True), root / "resnet14")
+    save_run(checkpoint(3, True, seed=1), root / "resnet20")
+    return {name: root / name for name in ("plain14", "resnet14", "resnet20")}
