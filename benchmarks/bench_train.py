@@ -3,7 +3,7 @@
 Ours: uint8 images resident on the device, pad-crop-flip and normalisation per batch on the device
 (``TensorBatches``), ``resnetlab.engine.step.TrainStep`` in the mode ``resnetlab train`` picks by
 default (``--precision auto``: bf16 autocast and channels_last where the device computes bf16
-natively, float32 channels_last elsewhere; on CUDA also torch.compile).
+natively, float32 elsewhere, contiguous on a CPU; on CUDA also torch.compile).
 Baseline: ``benchmarks/baseline.py`` (PIL per-sample transforms, DataLoader, eager NCHW float32).
 Both use SGD (lr 0.1, momentum 0.9, weight decay 1e-4) and alternate block by block.
 

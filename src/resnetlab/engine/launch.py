@@ -44,6 +44,10 @@ def threads_per_process(procs: int) -> int:
     return max(1, torch.get_num_threads() // procs)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def launch_local(procs: int, argv: list[str]) -> int:
     """Run ``python -m resnetlab *argv`` as ``procs`` ranks of one job; returns the job's exit code
     (rank 0's when all ended, else the first failure's)."""
@@ -63,6 +67,9 @@ def launch_local(procs: int, argv: list[str]) -> int:
             [sys.executable, "-m", "resnetlab", *argv],
             env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
             start_new_session=True,  # a terminal's Ctrl-C reaches the launcher only; it forwards one
+            # A launcher started where SIGINT is ignored (a background job) must not pass that on:
+            # the forwarded Ctrl-C has to reach each rank's Python handler.
+            preexec_fn=_default_sigint,
         )
         for r in range(procs)
     ]
