@@ -8,6 +8,7 @@ CPU itself; tests that start real processes pass ``--precision`` when their numb
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -21,3 +22,15 @@ def cpu_without_native_bf16() -> Iterator[None]:
         patch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
         patch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_reaches_the_tests() -> Iterator[None]:
+    """The Ctrl-C tests send SIGINT; a suite started as a background job inherits it ignored, and so
+    would every process it starts. A handler of our own (unlike an ignored signal) is reset to the
+    default in each child at exec, so children and this process both get Python's usual Ctrl-C."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -168,8 +168,8 @@ STUDIES = {
         "filter-normalised 1-D and 2-D loss surfaces of trained nets and their Hessian's "
         "|lambda_min/lambda_max| (Li et al. 2018). Cost: per net, GRID^2 + 2 GRID passes over IMAGES "
         "training images (bf16 where native) and HESSIAN_STEPS Hessian-vector products (fp32, each "
-        "about 12 passes' work); at the defaults about 5 min per 20-layer net on 2 free CPU cores, about "
-        "3x that per 56-layer net"
+        "about 12 passes' work); at the defaults 6.5 min for plain-20 on 2 CPU cores (measured, with "
+        "other work on them), so under 15 min for a 20-layer pair, about 3x that per 56-layer net"
     ),
 }
 

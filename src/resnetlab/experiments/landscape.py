@@ -42,6 +42,9 @@ from resnetlab.experiments.trained_nets import TrainedNet
 from resnetlab.report import Figure, Section, Table, Verdict
 
 NAME = "landscape"
+# Sized for 2 CPU cores (measured on the 20-layer pair, AVX512-BF16): 484 bf16 passes over 512 images
+# and 30 Hessian-vector products took 6.5 min for plain-20. lambda_min needs the 30 steps: on
+# ResNet-20 and plain-20 it is within 0.6% of its 40-step value by step 30, 10% short at step 20.
 DEFAULT_IMAGES = 512
 DEFAULT_GRID = 21
 DEFAULT_SPAN = 1.0
@@ -60,8 +63,9 @@ PAPER = {  # Li et al. 2018, Sec. 5 and 6 (Figs. 5 and 7), in words
     "sharply non-convex",
     "20": "at 20 layers the nets with and without shortcuts both look fairly convex",
     "depth": "without shortcuts the surface turns from convex to chaotic as depth grows 20 -> 56 -> 110",
-    "hessian": "|lambda_min/lambda_max| is near zero (convex) around the minima that look convex, large "
-    "over much of the chaotic ones",
+    # (no "|" in table cells: Markdown reads it as a column break)
+    "hessian": "the ratio abs(lambda_min/lambda_max) is near zero (convex) around the minima that look "
+    "convex, large over much of the chaotic ones",
 }
 
 
@@ -267,7 +271,7 @@ def _tables(nets: list[dict[str, Any]], record: dict[str, Any]) -> list[Table]:
             "largest loss on grid",
             "lambda_max",
             "lambda_min",
-            "|lambda_min/lambda_max|",
+            "abs(lambda_min/lambda_max)",
             "time",
         ],
         rows,
@@ -290,7 +294,9 @@ def _paper_table(nets: list[dict[str, Any]]) -> Table:
         ["Hessian", PAPER["hessian"], ratios(lambda n: True)],
     ]
     return Table(
-        "Li et al. (2018) beside ours (|lambda_min/lambda_max|)", ["finding", "Li et al.", "ours"], rows
+        "Li et al. (2018) beside ours (ours: abs(lambda_min/lambda_max))",
+        ["finding", "Li et al.", "ours"],
+        rows,
     )
 
 

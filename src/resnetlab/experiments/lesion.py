@@ -480,7 +480,8 @@ def section(out: Path, record: dict[str, Any]) -> Section:
             f"Thresholds: a ResNet's mean rise at most {TWIN_RATIO:g}x its plain twin's; a plain net at "
             f"least {100 * CHANCE_SHARE:.0f}% of the way to chance; smooth in k: no step over "
             f"{100 * SMOOTH_SHARE:.0f}% of the whole rise and no fall beyond two standard errors of the "
-            f"draws (at least {100 * MIN_FALL:.0f} point). Chosen before any net was measured.",
+            f"draws (at least {100 * MIN_FALL:.0f} point). Chosen before any net was measured, bar the "
+            "fall's noise allowance (a flat 1 point until a first probe showed draws 10 points apart).",
             "Veit et al. measured a 110-layer ResNet (54 blocks): in a 20-layer net (9 blocks) each block "
             "carries a larger share of the work, so larger effects are expected there; the comparison "
             "that carries over is the ResNet against its plain twin, and the trend with depth.",
