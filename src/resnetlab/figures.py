@@ -249,15 +249,20 @@ def lesion_blocks(panels: Sequence[tuple[str, dict[str, LesionSeries]]], path: P
             if changed:
                 ax.plot(*zip(*changed, strict=True), "s", ms=9, mfc="none", color=styles[label]["color"])
             ax.axhline(100 * s.intact, color=styles[label]["color"], ls=":", lw=1)
-        ax.set_title(panel_title)
-        ax.set_xlabel("deleted block (1 = nearest the input)")
-        ax.set_ylabel("test error (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        if series:
-            ax.legend(fontsize=8)
+        _error_panel(ax, panel_title, "deleted block (1 = nearest the input)", bool(series))
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def _error_panel(ax: plt.Axes, title: str, xlabel: str, legend: bool) -> None:
+    """The frame both lesion figures share: test error in % from 0 to 100, a grid, the legend."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test error (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
 
 
 def lesion_k(
@@ -274,13 +279,7 @@ def lesion_k(
             ax.plot(ks, mean, marker="o", ms=4, label=label, **styles[label])
             low, high = [100 * min(e) for _, e in points], [100 * max(e) for _, e in points]
             ax.fill_between(ks, low, high, color=styles[label]["color"], alpha=0.15, lw=0)
-        ax.set_title(panel_title)
-        ax.set_xlabel("k (blocks deleted at random)")
-        ax.set_ylabel("test error (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        if series:
-            ax.legend(fontsize=8)
+        _error_panel(ax, panel_title, "k (blocks deleted at random)", bool(series))
     fig.suptitle(title)
     return _save(fig, path)
 
