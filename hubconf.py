@@ -9,8 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
-from resnetlab.hub import builder
 from resnetlab.models import list_models
+from resnetlab.weights.hub import builder
 
 dependencies = ["torch", "torchvision"]
 

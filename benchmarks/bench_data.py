@@ -27,7 +27,7 @@ from common import (
     CIFAR_JPEG,
     add_common_args,
     alternate,
-    environment,
+    bench_environment,
     forever,
     median,
     print_table,
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "benchmark": "data",
         "quick": args.quick,
-        "environment": environment(device),
+        "environment": bench_environment(device),
         "batch_size": BATCH,
         "augmented_batches_per_s": rate,
         "resnet20_steps_per_s": step_rate,

@@ -1,7 +1,7 @@
 """Inference throughput (eval mode, images/s of the model's forward pass), ours against eager.
 
 Baseline: the eager NCHW float32 model in eval mode under ``torch.no_grad()``, as usually written.
-Ours: ``resnetlab.folding.optimize_for_inference`` (BN folded into the preceding conv, eval,
+Ours: ``resnetlab.weights.folding.optimize_for_inference`` (BN folded into the preceding conv, eval,
 channels_last) under ``torch.inference_mode()``; with ``torch.compile`` (inductor, weights frozen)
 as a further variant, used as "ours" only where it measurably helps (>= 5% over the eager variant).
 Both sides get the same prepared batch; the outputs must agree with the unfolded model within 1e-4
@@ -26,7 +26,7 @@ from common import (
     CIFAR_STD,
     add_common_args,
     alternate,
-    environment,
+    bench_environment,
     load_images,
     median,
     paired_ratio,
@@ -34,7 +34,7 @@ from common import (
     save_json,
     setup,
 )
-from resnetlab.folding import optimize_for_inference, relative_error
+from resnetlab.weights.folding import optimize_for_inference, relative_error
 
 TARGET_RATIO, TOLERANCE, COMPILE_GAIN = 1.25, 1e-4, 1.05
 # (model, image size, batch on CUDA and CPU, batch in CPU --quick)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "benchmark": "inference",
         "quick": args.quick,
-        "environment": environment(device),
+        "environment": bench_environment(device),
         "targets": {"ratio": TARGET_RATIO, "model": "resnet20", "max_relative_error": TOLERANCE},
         "rows": rows,
     }

@@ -34,7 +34,7 @@ from common import (
     CIFAR_MEAN,
     CIFAR_STD,
     add_common_args,
-    environment,
+    bench_environment,
     load_images,
     print_table,
     proc_status_bytes,
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "benchmark": "memory",
         "quick": args.quick,
-        "environment": environment(device),
+        "environment": bench_environment(device),
         "measure": "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM)",
         "rows": rows,
         "checkpointing": {

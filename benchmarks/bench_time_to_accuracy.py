@@ -33,12 +33,12 @@ from typing import Any
 import torch
 import yaml
 
-from common import RESULTS_DIR, add_common_args, environment, print_table, save_json, setup
-from resnetlab import figures
+from common import RESULTS_DIR, add_common_args, bench_environment, print_table, save_json, setup
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.engine.trainer import train
 from resnetlab.recipes import get_recipe
+from resnetlab.reporting import figures
 
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.9125)  # test top-1 accuracy; 0.9125 is the paper's ResNet-20
 # Every evaluation sees the whole CIFAR-10 test split (the engine's default is a 1,000-image subset).
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "benchmark": "time_to_accuracy",
         "quick": args.quick,
-        "environment": environment(device),
+        "environment": bench_environment(device),
         "dataset": args.dataset,
         "model": "resnet20",
         "runs": runs,

@@ -35,7 +35,7 @@ from common import (
     MATMUL_N,
     add_common_args,
     alternate,
-    environment,
+    bench_environment,
     forever,
     load_images,
     matmul_runner,
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "benchmark": "train",
         "quick": args.quick,
-        "environment": environment(device),
+        "environment": bench_environment(device),
         "targets": {
             "ratio_native_bf16": TARGET_RATIO_BF16,
             "ratio_fp32": TARGET_RATIO_FP32,

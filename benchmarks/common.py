@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from resnetlab.engine.distributed import device_name
+from resnetlab.engine.rundir import environment
 from resnetlab.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +51,10 @@ def setup(args: argparse.Namespace) -> torch.device:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    print(f"device: {device_name(device)}; torch {torch.__version__}; {torch.get_num_threads()} threads")
+    print(
+        f"device: {device_name(device)}; CPU: {cpu_name()}; torch {torch.__version__}; "
+        f"{torch.get_num_threads()} threads"
+    )
     load = load_average()
     if device.type == "cpu" and load and load[0] >= 1.0 and os.environ.get("OMP_WAIT_POLICY", "") == "":
         # Measured here: ResNet-20 training at 2 threads ran 4x slower with libgomp's default
@@ -61,10 +66,9 @@ def setup(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name with its CPU count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_name() -> str:
+    """The CPU's model name with the number of CPUs this process may use (the engine's
+    ``device_name`` says only "cpu")."""
     model = "CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -76,11 +80,11 @@ def device_name(device: torch.device) -> str:
     return f"{model} ({len(os.sched_getaffinity(0))} CPUs)"
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """What a result depends on: versions, device, threads and how busy the machine was."""
-    return {
-        "device": device_name(device),
-        "torch": torch.__version__,
+def bench_environment(device: torch.device) -> dict[str, Any]:
+    """What a result depends on: the engine's run environment (versions, device, code commit, command
+    line), the CPU, the Python version, threads and how busy the machine was."""
+    return environment(device_name(device), 1) | {
+        "cpu": cpu_name(),
         "python": sys.version.split()[0],
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from common import RESULTS_DIR, add_common_args, environment, print_table, save_json, setup
+from common import RESULTS_DIR, add_common_args, bench_environment, print_table, save_json, setup
 
 BENCHMARKS = ("train", "procs", "infer", "memory", "data", "tta")
 
@@ -142,15 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)  # a benchmark may have changed it
     rows = _summary_rows(results) + [[f"{n}: FAILED", msg[:60], "", "NO"] for n, msg in failures.items()]
     mode = "quick" if args.quick else "full"
+    env = bench_environment(device)
     print_table(
-        f"Summary ({mode}; {environment(device)['device']}, {args.threads} threads)",
+        f"Summary ({mode}; {env['device']}, {env['cpu']}, {args.threads} threads)",
         ["measure", "value", "target", "met"],
         rows,
     )
     print("seconds per benchmark: " + ", ".join(f"{k} {v:.0f}" for k, v in durations.items()))
     save_json(
         out_dir / "summary.json",
-        {"environment": environment(device), "durations_s": durations, "failures": failures, "rows": rows},
+        {"environment": env, "durations_s": durations, "failures": failures, "rows": rows},
     )
     print(f"results saved under {out_dir}")
     return 1 if failures else 0

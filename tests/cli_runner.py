@@ -17,3 +17,10 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(args: list[str]) -> str:
+    """The message of ``resnetlab ARGS``, which must fail as a user error: exit 2, one line on stderr."""
+    code, _, err = run_cli(args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, (code, err)
+    return err

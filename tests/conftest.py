@@ -4,6 +4,10 @@ Every test runs as on a CPU without native bf16, so that ``precision=auto`` reso
 machine and the suite computes the same things everywhere (an AMX or AVX512-BF16 CPU would otherwise
 train every tiny run in bf16, and an AVX2 one in fp32). tests/test_precision.py fakes both kinds of
 CPU itself; tests that start real processes pass ``--precision`` when their numbers depend on it.
+
+What the tests share is in plain modules beside this one: the tiny runs (``tiny_config``), nets and
+synthetic datasets in tiny.py, randomly initialised nets saved as runs in tiny_nets.py, the in-process
+CLI in cli_runner.py.
 """
 
 from __future__ import annotations

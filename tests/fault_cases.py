@@ -268,7 +268,7 @@ def as_ordinary_user() -> Iterator[None]:
     import safetensors.torch  # noqa: F401
 
     import resnetlab.data.folder
-    import resnetlab.inference  # noqa: F401
+    import resnetlab.weights.inference  # noqa: F401
 
     os.setegid(NOBODY)
     os.seteuid(NOBODY)
@@ -295,9 +295,9 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def wait_until_stopped(proc: subprocess.Popen) -> None:
+def wait_until_stopped(proc: subprocess.Popen, guard_s: float = GUARD_S) -> None:
     """Wait for ``proc`` to stop itself (SIGSTOP); the watchdog only ends a hang."""
-    watchdog = threading.Timer(GUARD_S, proc.kill)
+    watchdog = threading.Timer(guard_s, proc.kill)
     watchdog.start()
     try:
         _, status = os.waitpid(proc.pid, os.WUNTRACED)
@@ -490,6 +490,21 @@ R32 = (
     "the checkpoint's weights do not fit its network (another architecture or class count?): "
     "72 unexpected tensor(s) (layer1.3.conv1.weight and 71 more)"
 )
+
+
+def _payload(id: str, fault: str, command: str, file: str, style: str) -> Case:
+    """``command`` given W/``file``, a checkpoint whose pickle calls os.system: refused, nothing runs."""
+    return Case(
+        id,
+        fault,
+        command,
+        2,
+        f"resnetlab: error: refusing to load W/{file}: {REFUSED}",
+        note="the command never runs",
+        setup=lambda w: payload_checkpoint(w / file, style),
+        check=nothing_ran,
+    )
+
 
 CASES: list[Case] = [
     # --- image folders (folder:PATH) for `data info` and `train`
@@ -713,45 +728,33 @@ CASES: list[Case] = [
         setup=lambda w: (w / "ckpt").mkdir(exist_ok=True),
     ),
     # --- checkpoints
-    Case(
+    _payload(
         "payload-eval",
         "a checkpoint whose pickle calls os.system (zip format)",
         "eval W/ckpt/payload.pt",
-        2,
-        f"resnetlab: error: refusing to load W/ckpt/payload.pt: {REFUSED}",
-        note="the command never runs",
-        setup=lambda w: payload_checkpoint(w / "ckpt/payload.pt", "zip"),
-        check=nothing_ran,
+        "ckpt/payload.pt",
+        "zip",
     ),
-    Case(
+    _payload(
         "payload-predict",
         "the same payload as a plain pickle",
         "predict W/ckpt/payload.pkl W/img/any.png",
-        2,
-        f"resnetlab: error: refusing to load W/ckpt/payload.pkl: {REFUSED}",
-        note="the command never runs",
-        setup=lambda w: payload_checkpoint(w / "ckpt/payload.pkl", "pickle"),
-        check=nothing_ran,
+        "ckpt/payload.pkl",
+        "pickle",
     ),
-    Case(
+    _payload(
         "payload-export",
         "the same payload in torch's legacy format",
         "export W/ckpt/payload-legacy.pt",
-        2,
-        f"resnetlab: error: refusing to load W/ckpt/payload-legacy.pt: {REFUSED}",
-        note="the command never runs",
-        setup=lambda w: payload_checkpoint(w / "ckpt/payload-legacy.pt", "legacy"),
-        check=nothing_ran,
+        "ckpt/payload-legacy.pt",
+        "legacy",
     ),
-    Case(
+    _payload(
         "payload-resume",
         "the payload given to train --resume",
         "train --resume W/ckpt/payload.pt --out W/evil-run",
-        2,
-        f"resnetlab: error: refusing to load W/ckpt/payload.pt: {REFUSED}",
-        note="the command never runs",
-        setup=lambda w: payload_checkpoint(w / "ckpt/payload.pt", "zip"),
-        check=nothing_ran,
+        "ckpt/payload.pt",
+        "zip",
     ),
     Case(
         "checkpoint-truncated",

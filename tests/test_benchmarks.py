@@ -3,13 +3,10 @@ summary's verdicts. The measurements themselves run in `make bench`, not here.""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_time_to_accuracy as tta
 import common

@@ -7,41 +7,24 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from fault_cases import wait_until_stopped
 from resnetlab.atomic import atomic_open
 from resnetlab.engine import TrainConfig, train
-from resnetlab.engine import trainer as trainer_mod
 from resnetlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.engine.runlock import LOCK_NAME, RunLock
 from resnetlab.engine.testhook import STOP_AT as STOP_AT_ENV
 from resnetlab.errors import UserError
-from resnetlab.recipes import get_recipe
+from tiny import DATA, interrupt_after, tiny_config
 
-TINY = {"layers": [1, 1, 1], "widths": [4, 8, 8]}
 MARKER_NAME = "pwned"
-
-
-def tiny_config(out: Path, **kw) -> TrainConfig:
-    base = {
-        "model": "resnet20",
-        "model_overrides": TINY,
-        "dataset": "synthetic:256,64,8,10",
-        "recipe": get_recipe("cifar-paper", batch_size=32),
-        "out": out,
-        "iterations": 14,
-        "log_every": 2,
-        "eval_every": 5,
-        "checkpoint_every": 3,
-        "quiet": True,
-        "deterministic": True,
-    }
-    return TrainConfig(**{**base, **kw})
+# The runs that crash and resume: checkpoints at 3, 6, 9, 12, log rows every 2, evaluations at 5 and 10.
+SCHEDULE = {"iterations": 14, "log_every": 2, "eval_every": 5, "checkpoint_every": 3}
 
 
 def rows_without_timing(out: Path) -> list[dict]:
@@ -116,20 +99,10 @@ def test_foreign_files_are_not_resnetlab_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_resume_after_a_crash_continues_exactly(tmp_path, monkeypatch):
-    reference = train(tiny_config(tmp_path / "reference"))
+def test_resume_after_a_crash_continues_exactly(tmp_path):
+    reference = train(tiny_config(tmp_path / "reference", **SCHEDULE))
     crashing_out = tmp_path / "crashed"
-    original = trainer_mod._Trainer._after_step
-
-    def crash_at_8(self):
-        original(self)
-        if self.iteration == 8:  # last checkpoint at 6: iterations 7 and 8 are lost
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", crash_at_8)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(crashing_out))
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", original)
+    interrupt_after(tiny_config(crashing_out, **SCHEDULE), 8)  # last checkpoint at 6: 7 and 8 are lost
     assert load_checkpoint(crashing_out)["iteration"] == 6
     assert max(r["iteration"] for r in rows_without_timing(crashing_out)) == 8  # rows past the checkpoint
 
@@ -141,22 +114,12 @@ def test_resume_after_a_crash_continues_exactly(tmp_path, monkeypatch):
     assert all(torch.equal(a[i]["momentum_buffer"], b[i]["momentum_buffer"]) for i in a)
 
 
-def test_resume_from_a_wall_clock_checkpoint_continues_exactly(tmp_path, monkeypatch):
+def test_resume_from_a_wall_clock_checkpoint_continues_exactly(tmp_path):
     """The default schedule: checkpoints by the clock (a tiny interval is due at every log row)."""
-    config = {"checkpoint_every": None, "checkpoint_minutes": 1e-9}
+    config = SCHEDULE | {"checkpoint_every": None, "checkpoint_minutes": 1e-9}
     reference = train(tiny_config(tmp_path / "reference", **config))
     crashing_out = tmp_path / "crashed"
-    original = trainer_mod._Trainer._after_step
-
-    def crash_at_7(self):
-        original(self)
-        if self.iteration == 7:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", crash_at_7)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(crashing_out, **config))
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", original)
+    interrupt_after(tiny_config(crashing_out, **config), 7)
     assert load_checkpoint(crashing_out)["iteration"] == 6  # the clock was read at log rows 2, 4, 6
 
     resumed = train(TrainConfig(model=None, dataset=None, out=crashing_out, resume=crashing_out, quiet=True))
@@ -183,24 +146,13 @@ def _cli(out: Path, *extra: str) -> list[str]:
 
 
 RUN_ARGS = (
-    "--model", "resnet20", "--dataset", "synthetic:256,64,8,10", "--batch-size", "32",
+    "--model", "resnet20", "--dataset", DATA, "--batch-size", "32",
     "--iterations", "40", "--checkpoint-every", "4", "--log-every", "2", "--eval-every", "20",
     "--deterministic",
 )  # fmt: skip
 
 
 STOP_AT = 22  # last checkpoint at 20: iterations 21-22 and the train row of 22 are lost to the kill
-
-
-def stop_at(proc: subprocess.Popen, guard_s: float = 240) -> None:
-    """Wait until ``proc`` stopped itself (RESNETLAB_TEST_STOP_AT); the timer only guards a hang."""
-    watchdog = threading.Timer(guard_s, proc.kill)
-    watchdog.start()
-    try:
-        _, status = os.waitpid(proc.pid, os.WUNTRACED)
-    finally:
-        watchdog.cancel()
-    assert os.WIFSTOPPED(status), f"the run ended (status {status:#x}) instead of stopping at {STOP_AT}"
 
 
 @pytest.mark.slow
@@ -215,7 +167,7 @@ def test_sigkill_then_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_pa
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(killed, *RUN_ARGS), env={**env, STOP_AT_ENV: str(STOP_AT)})
     try:
-        stop_at(proc)
+        wait_until_stopped(proc, guard_s=240)  # stopped by RESNETLAB_TEST_STOP_AT, at STOP_AT
         with pytest.raises(UserError, match=rf"in use by another resnetlab run \(pid {proc.pid}\)"):
             RunLock(killed).acquire()  # the live run holds its directory
     finally:

@@ -14,14 +14,13 @@ import yaml
 from cli_runner import run_cli
 from resnetlab.cli import build_parser
 from resnetlab.cli.train import EXIT_DIVERGED, build_config
-
-SYN = "synthetic:256,64,8,10"
+from tiny import DATA
 
 
 @pytest.fixture
 def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished")
-    args = ["train", "--model", "resnet20", "--dataset", SYN, "--batch-size", "32", "--iterations", "2"]
+    args = ["train", "--model", "resnet20", "--dataset", DATA, "--batch-size", "32", "--iterations", "2"]
     code, _, err = run_cli([*args, "--out", str(out), "--quiet"])
     assert code == 0, err
     return out
@@ -29,7 +28,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 def bad_cases(tmp: Path, finished: Path) -> list[tuple[str, list[str], str]]:
     """(id, arguments after `train --out ...`, a fragment the message must contain)."""
-    base = ["--model", "resnet20", "--dataset", SYN, "--batch-size", "32", "--iterations", "2"]
+    base = ["--model", "resnet20", "--dataset", DATA, "--batch-size", "32", "--iterations", "2"]
     a_file = tmp / "a_file"
     a_file.write_text("x")
     (tmp / "bad.yaml").write_text("lr: [0.1\n")
@@ -42,13 +41,13 @@ def bad_cases(tmp: Path, finished: Path) -> list[tuple[str, list[str], str]]:
     started.mkdir()
     (started / "metrics.jsonl").write_text("")
     return [
-        ("unknown-model", ["--model", "resnet21", "--dataset", SYN], "unknown model 'resnet21'"),
+        ("unknown-model", ["--model", "resnet21", "--dataset", DATA], "unknown model 'resnet21'"),
         ("unknown-dataset", ["--model", "resnet20", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         ("dataset-without-path", ["--model", "resnet20", "--dataset", "folder:"], "unknown dataset"),
         ("bad-synthetic", ["--model", "resnet20", "--dataset", "synthetic:1,2,3,4,5"], "synthetic spec"),
         ("missing-folder", ["--model", "resnet20", "--dataset", f"folder:{tmp}/none"], "none"),
         ("unknown-recipe", [*base, "--recipe", "fast"], "unknown recipe 'fast'"),
-        ("no-model", ["--dataset", SYN], "--model"),
+        ("no-model", ["--dataset", DATA], "--model"),
         ("zero-iterations", [*base, "--iterations", "0"], "--iterations"),
         ("negative-iterations", [*base, "--iterations", "-5"], "--iterations"),
         ("negative-budget", [*base[:-2], "--budget-minutes", "-1"], "--budget-minutes"),
@@ -95,7 +94,7 @@ def test_at_least_twenty_bad_inputs_exit_2_with_one_line(tmp_path, finished_run)
     cases = bad_cases(tmp_path, finished_run)
     if not torch.cuda.is_available():
         cases.append(
-            ("cuda-unavailable", ["--model", "resnet20", "--dataset", SYN, "--device", "cuda"], "CUDA")
+            ("cuda-unavailable", ["--model", "resnet20", "--dataset", DATA, "--device", "cuda"], "CUDA")
         )
     assert len(cases) >= 20
     for name, args, fragment in cases:
@@ -110,7 +109,7 @@ def test_at_least_twenty_bad_inputs_exit_2_with_one_line(tmp_path, finished_run)
 
 def test_argument_errors_write_nothing(tmp_path):
     out = tmp_path / "run"
-    code, _, _ = run_cli(["train", "--model", "resnet21", "--dataset", SYN, "--out", str(out)])
+    code, _, _ = run_cli(["train", "--model", "resnet21", "--dataset", DATA, "--out", str(out)])
     assert code == 2 and not out.exists()
 
 
@@ -119,7 +118,7 @@ def test_non_writable_out_dir(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
-    code, _, err = run_cli(["train", "--model", "resnet20", "--dataset", SYN, "--out", str(locked / "run")])
+    code, _, err = run_cli(["train", "--model", "resnet20", "--dataset", DATA, "--out", str(locked / "run")])
     assert code == 2 and "cannot write" in err
 
 
@@ -131,7 +130,7 @@ def test_recipe_resolution_order(tmp_path):
     yaml_file = tmp_path / "r.yaml"
     yaml_file.write_text("base: cifar-paper\nlr: 0.2\nweight_decay: 0.0005\n")
     config = build_config(
-        parse(["--model", "resnet110", "--dataset", SYN, "--config", str(yaml_file), "--lr", "0.3"])
+        parse(["--model", "resnet110", "--dataset", DATA, "--config", str(yaml_file), "--lr", "0.3"])
     )
     r = config.recipe
     assert r.warmup_lr == 0.01  # the paper's rule for ResNet-110 ...
@@ -143,7 +142,7 @@ def test_recipe_resolution_order(tmp_path):
 
 def test_modern_flags_reach_the_recipe():
     config = build_config(
-        parse(["--model", "resnet20", "--dataset", SYN, "--schedule", "cosine", "--nesterov",
+        parse(["--model", "resnet20", "--dataset", DATA, "--schedule", "cosine", "--nesterov",
                "--label-smoothing", "0.1", "--zero-init-residual", "--momentum", "0.8"])
     )  # fmt: skip
     r = config.recipe
@@ -153,7 +152,7 @@ def test_modern_flags_reach_the_recipe():
 
 
 def test_divergence_exits_3_with_one_line(tmp_path):
-    args = ["train", "--model", "resnet20", "--dataset", SYN, "--batch-size", "32", "--lr", "1e5"]
+    args = ["train", "--model", "resnet20", "--dataset", DATA, "--batch-size", "32", "--lr", "1e5"]
     code, _, err = run_cli(
         [*args, "--iterations", "100", "--log-every", "1", "--out", str(tmp_path), "--quiet"]
     )
@@ -162,7 +161,7 @@ def test_divergence_exits_3_with_one_line(tmp_path):
 
 
 def test_a_good_run_prints_its_progress_and_directory(tmp_path):
-    args = ["train", "--model", "resnet20", "--dataset", SYN, "--batch-size", "32", "--iterations", "3"]
+    args = ["train", "--model", "resnet20", "--dataset", DATA, "--batch-size", "32", "--iterations", "3"]
     code, out, err = run_cli([*args, "--log-every", "1", "--out", str(tmp_path / "run")])
     assert code == 0, err
     assert "iter 3/3" in out and "run directory:" in out and "top-1" in out

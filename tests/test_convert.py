@@ -15,11 +15,11 @@ import torch
 from akamaster_layout import random_their_net, save_their_way
 from cli_runner import run_cli
 from resnetlab import create_model
-from resnetlab.convert import AKAMASTER_MEAN, AKAMASTER_STD, CIFAR10_CLASSES, convert_akamaster
 from resnetlab.data.augment import Normalizer
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.weights import load_weights
+from resnetlab.weights.convert import AKAMASTER_MEAN, AKAMASTER_STD, CIFAR10_CLASSES, convert_akamaster
 
 
 @pytest.fixture(scope="module")

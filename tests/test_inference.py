@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from resnetlab.folding import fold_bn, fold_conv_bn, optimize_for_inference, relative_error
 from resnetlab.models import build_model
 from resnetlab.models.resnet import ResNet
+from resnetlab.weights.folding import fold_bn, fold_conv_bn, optimize_for_inference, relative_error
 
 TOLERANCE = 1e-4  # relative, as issue #6 asks of the folded model
 

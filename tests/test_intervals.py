@@ -10,30 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from resnetlab.engine import TrainConfig, train
+from resnetlab.engine import TrainConfig, net_run, train
 from resnetlab.engine import budget as budget_mod
 from resnetlab.engine import config as config_mod
-from resnetlab.engine import trainer as trainer_mod
 from resnetlab.engine.budget import Speed, plan_iterations, run_seconds
 from resnetlab.engine.config import DEFAULT_CHECKPOINT_MINUTES, DEFAULT_EVALUATIONS, resolve_intervals
 from resnetlab.errors import UserError
-from resnetlab.recipes import get_recipe
+from tiny import synthetic_spec, tiny_config
 
-TINY = {"layers": [1, 1, 1], "widths": [4, 8, 8]}
-
-
-def tiny_config(out: Path, train_images: int = 512, **kw) -> TrainConfig:
-    """Defaults for every interval unless ``kw`` sets one: batches of 32, a 64-image test split."""
-    base = {
-        "model": "resnet20",
-        "model_overrides": TINY,
-        "dataset": f"synthetic:{train_images},64,8,10",
-        "recipe": get_recipe("cifar-paper", batch_size=32),
-        "out": out,
-        "quiet": True,
-        "deterministic": True,
-    }
-    return TrainConfig(**{**base, **kw})
+# tiny_config leaves every interval to the defaults unless a test sets one: batches of 32, a 64-image
+# test split; on these 512 training images, 16 batches an epoch.
+DATA_512 = synthetic_spec(512)
 
 
 def eval_rows(out: Path) -> list[tuple[int, int]]:
@@ -45,13 +32,13 @@ def eval_rows(out: Path) -> list[tuple[int, int]]:
 def saved_at(monkeypatch) -> list[int]:
     """The iteration of every checkpoint the trainer writes."""
     iterations: list[int] = []
-    original = trainer_mod.save_checkpoint
+    original = net_run.save_checkpoint
 
     def spy(state, path):
         iterations.append(state["iteration"])
         original(state, path)
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", spy)
+    monkeypatch.setattr(net_run, "save_checkpoint", spy)
     return iterations
 
 
@@ -91,20 +78,21 @@ def test_explicit_intervals_win():
 
 
 def test_a_run_shorter_than_an_epoch_evaluates_and_checkpoints_only_at_its_end(tmp_path, saved_at):
-    train(tiny_config(tmp_path, iterations=10))  # 16 batches an epoch
+    train(tiny_config(tmp_path, dataset=DATA_512, iterations=10))  # 16 batches an epoch
     assert eval_rows(tmp_path) == [(10, 64)]
     assert saved_at == [10]
 
 
 def test_intermediate_evaluations_see_the_fixed_subset_once_an_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(config_mod, "DEFAULT_EVAL_IMAGES", 16)  # a subset smaller than the split
-    train(tiny_config(tmp_path, iterations=48))  # 3 epochs of 16 batches
+    train(tiny_config(tmp_path, dataset=DATA_512, iterations=48))  # 3 epochs of 16 batches
     assert eval_rows(tmp_path) == [(16, 16), (32, 16), (48, 64)]
 
 
 def test_a_long_run_evaluates_at_most_twenty_times(tmp_path, monkeypatch):
     monkeypatch.setattr(config_mod, "DEFAULT_EVAL_IMAGES", 8)
-    train(tiny_config(tmp_path, train_images=64, iterations=100, log_every=50))  # 50 epochs of 2 batches
+    # 50 epochs of 2 batches
+    train(tiny_config(tmp_path, dataset=synthetic_spec(64), iterations=100, log_every=50))
     rows = eval_rows(tmp_path)
     assert len(rows) == DEFAULT_EVALUATIONS and rows[-1] == (100, 64)
     assert [it for it, _ in rows[:-1]] == list(range(5, 100, 5)) and {n for _, n in rows[:-1]} == {8}
@@ -112,10 +100,11 @@ def test_a_long_run_evaluates_at_most_twenty_times(tmp_path, monkeypatch):
 
 def test_checkpoints_follow_the_wall_clock(tmp_path, saved_at):
     # A tiny interval is always due: the clock is read at every log interval.
-    train(tiny_config(tmp_path / "clock", iterations=9, log_every=2, checkpoint_minutes=1e-9))
+    run = {"dataset": DATA_512, "iterations": 9, "log_every": 2}
+    train(tiny_config(tmp_path / "clock", **run, checkpoint_minutes=1e-9))
     assert saved_at == [2, 4, 6, 8, 9]
     saved_at.clear()
-    train(tiny_config(tmp_path / "count", iterations=9, log_every=2, checkpoint_every=3))
+    train(tiny_config(tmp_path / "count", **run, checkpoint_every=3))
     assert saved_at == [3, 6, 9]  # --checkpoint-every alone: no clock
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from cli_runner import run_cli
+from cli_runner import one_line_error, run_cli
 from resnetlab.analysis.landscape import (
     evaluate_loss,
     filter_normalized_direction,
@@ -25,7 +25,7 @@ from resnetlab.analysis.landscape import (
     scan,
 )
 from resnetlab.experiments import landscape
-from tiny_nets import tiny_net, twin_runs
+from tiny_nets import net_entry, tiny_net, twin_runs
 
 
 def _filter_norms(t: torch.Tensor) -> torch.Tensor:
@@ -228,19 +228,12 @@ def test_bad_landscape_arguments_are_one_line_errors(
     nets: dict[str, Path], tmp_path: Path, args: list[str], fragment: str
 ) -> None:
     args = [a.format(plain14=nets["plain14"], tmp=tmp_path) for a in args]
-    code, _, err = run_cli(["reproduce", "landscape", "--out", str(tmp_path / "out"), *args])
-    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+    err = one_line_error(["reproduce", "landscape", "--out", str(tmp_path / "out"), *args])
+    assert fragment in err, err
 
 
 def _net(label: str, depth: int, residual: bool, ratio: float) -> dict:
-    return {
-        "label": label,
-        "depth": depth,
-        "residual": residual,
-        "source": "resnetlab",
-        "iterations": 1,
-        "hessian": {"ratio": ratio},
-    }
+    return net_entry(label, depth, residual, hessian={"ratio": ratio})
 
 
 def test_verdicts_judge_56_layers_and_report_20() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_runner import run_cli
+from cli_runner import one_line_error, run_cli
 from resnetlab.analysis.lesion import (
     Deleted,
     block_sites,
@@ -23,7 +23,7 @@ from resnetlab.analysis.lesion import (
 )
 from resnetlab.experiments import lesion
 from resnetlab.models.blocks import ZeroPadShortcut
-from tiny_nets import DATA, tiny_net, twin_runs
+from tiny_nets import DATA, net_entry, tiny_net, twin_runs
 
 
 def _zero_residual_branch(model: torch.nn.Module, index: int) -> torch.nn.Module:
@@ -166,8 +166,8 @@ def test_bad_lesion_arguments_are_one_line_errors(
     nets: dict[str, Path], tmp_path: Path, args: list[str], fragment: str
 ) -> None:
     args = [a.format(resnet14=nets["resnet14"]) for a in args]
-    code, _, err = run_cli(["reproduce", "lesion", "--out", str(tmp_path), *args])
-    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+    err = one_line_error(["reproduce", "lesion", "--out", str(tmp_path), *args])
+    assert fragment in err, err
 
 
 def _entry(
@@ -179,17 +179,8 @@ def _entry(
     ]
     for b in blocks:
         b["error"] = None if not b["deletable"] else (down if b["shape_changes"] else keep)
-    return {
-        "label": label,
-        "depth": depth,
-        "residual": residual,
-        "source": "resnetlab",
-        "iterations": 1,
-        "classes": 10,
-        "intact_error": intact,
-        "blocks": blocks,
-        "k_curve": [{"k": k, "sets": [], "errors": [e]} for k, e in enumerate(curve, 1)],
-    }
+    k_curve = [{"k": k, "sets": [], "errors": [e]} for k, e in enumerate(curve, 1)]
+    return net_entry(label, depth, residual, classes=10, intact_error=intact, blocks=blocks, k_curve=k_curve)
 
 
 def test_verdicts_judge_each_resnet_against_its_plain_twin() -> None:

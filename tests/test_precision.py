@@ -13,17 +13,17 @@ import yaml
 
 from cli_runner import run_cli
 from resnetlab.engine import precision
-from resnetlab.engine import trainer as trainer_mod
 from resnetlab.engine.config import TrainConfig, resolve_mode
 from resnetlab.engine.evaluate import FlipViews, evaluate
 from resnetlab.engine.trainer import train
 from resnetlab.errors import UserError
 from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
+from tiny import SMALL_DATA, TINY_NET, interrupt_after, tiny_config
 
 CPU = torch.device("cpu")
 TINY_ARGS = [
-    *("--model", "resnet20", "--dataset", "synthetic:64,32,8,10"),
+    *("--model", "resnet20", "--dataset", SMALL_DATA),
     *("--iterations", "2", "--batch-size", "16", "--quiet"),
 ]
 
@@ -110,28 +110,11 @@ def test_resume_keeps_the_mode_of_the_run_it_resumes(tmp_path: Path, monkeypatch
     """Started where auto chose bf16, resumed where auto would choose fp32: it stays bf16."""
     fake_cpu(monkeypatch, amx=True, avx512_bf16=False)
     out = tmp_path / "run"
-    config = TrainConfig(
-        model="resnet20",
-        model_overrides={"layers": [1, 1, 1], "widths": [4, 8, 8]},
-        dataset="synthetic:64,32,8,10",
-        recipe=get_recipe("cifar-paper", batch_size=16),
-        out=out,
-        iterations=4,
-        checkpoint_every=2,
-        device="cpu",
-        quiet=True,
+    recipe = get_recipe("cifar-paper", batch_size=16)
+    config = tiny_config(
+        out, dataset=SMALL_DATA, recipe=recipe, iterations=4, checkpoint_every=2, device="cpu"
     )
-    original = trainer_mod._Trainer._after_step
-
-    def crash_at_3(self):
-        original(self)
-        if self.iteration == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", crash_at_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(config)
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", original)
+    interrupt_after(config, 3)
     fake_cpu(monkeypatch, amx=False, avx512_bf16=False)
     summary = train(
         TrainConfig(model=None, dataset=None, out=out, resume=out, device="cpu", quiet=True)
@@ -157,7 +140,7 @@ def test_flip_views_average_an_image_and_its_mirror() -> None:
     """With the mirror as a second view, the scores are the two views' probabilities averaged
     (checked against a direct computation, and told apart from the single view's)."""
     torch.manual_seed(0)
-    net = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8]).eval()
+    net = build_model("resnet20", **TINY_NET).eval()
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
     flipped = evaluate(net, FlipViews([(x, y)]), CPU, 10)
     with torch.no_grad():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_runner import run_cli
+from cli_runner import one_line_error, run_cli
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.loader import ImageSet, TensorBatches
 from resnetlab.data.synthetic import synthetic
@@ -19,28 +19,23 @@ from resnetlab.engine import TrainConfig, evaluate, train
 from resnetlab.engine.distributed import DistContext
 from resnetlab.engine.evaluate import TenCropBatches
 from resnetlab.engine.state import model_from_checkpoint
-from resnetlab.inference import load_image
 from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
-
-DATA = "synthetic:256,64,16,10"
+from resnetlab.weights.inference import load_image
+from tiny import LEARNABLE_DATA, LEARNABLE_NET, TINY_NET, tiny_config
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(
-        model="resnet20",
-        model_overrides={"layers": [1, 1, 1], "widths": [8, 16, 16]},
-        dataset=DATA,
-        recipe=get_recipe("cifar-paper", batch_size=32),
-        out=out,
+    config = tiny_config(
+        out,
+        model_overrides=LEARNABLE_NET,
+        dataset=LEARNABLE_DATA,
         iterations=30,
         val_split=64,
         log_every=10,
         eval_every=30,
-        quiet=True,
-        deterministic=True,
     )
     return train(config)
 
@@ -89,7 +84,7 @@ def test_ten_crop_views_are_corners_centre_and_flips():
 
 def test_evaluate_averages_views_and_marks_empty_classes():
     torch.manual_seed(0)
-    model = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8], num_classes=4)
+    model = build_model("resnet20", **TINY_NET, num_classes=4)
     x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2])
     single = evaluate(model, [(x, y)], "cpu", 4)
     repeated = evaluate(model, [(x[:, None].expand(6, 3, 3, 8, 8), y)], "cpu", 4)
@@ -103,7 +98,7 @@ def test_eval_limit_is_exact_and_always_the_same_images():
     torch.manual_seed(0)
     data = ImageSet(torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8), torch.arange(300) % 10)
     batches = TensorBatches(data, 256, Normalizer.fit(data.images, "per-channel"), train=False)
-    model = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
+    model = build_model("resnet20", **TINY_NET)
     first = evaluate(model, batches, "cpu", 10, limit=200)
     assert first["images"] == 200
     torch.nn.init.normal_(model.fc.weight)
@@ -117,7 +112,7 @@ def test_eval_limit_is_exact_and_always_the_same_images():
 def test_eval_limit_is_exact_across_ranks(monkeypatch, limit):
     """Each rank takes its strided share of the first ``limit`` images; together exactly ``limit``."""
     data = ImageSet(torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8), torch.arange(300) % 10)
-    model = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8])
+    model = build_model("resnet20", **TINY_NET)
     seen = 0
     for rank in range(3):
         ctx = DistContext(rank, 3, torch.device("cpu"))
@@ -140,8 +135,7 @@ def test_eval_limit_is_exact_across_ranks(monkeypatch, limit):
     ],
 )
 def test_eval_bad_inputs(run, tmp_path, args, fragment):
-    code, _, err = run_cli(["eval", str(run.out), "--out", str(tmp_path), *args])
-    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err
+    assert fragment in one_line_error(["eval", str(run.out), "--out", str(tmp_path), *args])
 
 
 def test_eval_missing_checkpoint(tmp_path):
@@ -195,8 +189,7 @@ def test_predict_bad_inputs(run, tmp_path, kind):
     elif kind == "top-zero":
         write_png(image, torch.zeros(3, 16, 16, dtype=torch.uint8))
         extra = ["--top", "0"]
-    code, _, err = run_cli(["predict", str(run.out), str(image), *extra])
-    assert code == 2 and len(err.strip().splitlines()) == 1
+    err = one_line_error(["predict", str(run.out), str(image), *extra])
     assert ("--top" in err) if kind == "top-zero" else (str(image) in err)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,21 @@ from resnetlab.cli import main
 from resnetlab.engine.budget import Speed
 from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.errors import UserError
-from resnetlab.experiments import common, degradation, identity, shared_budget
-from resnetlab.experiments.common import Net, Options, Stat
+from resnetlab.experiments import (
+    cifar_table,
+    degradation,
+    finished_runs,
+    identity,
+    shared_budget,
+    stats,
+    training,
+)
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.options import Options
+from resnetlab.experiments.stats import Stat
 from resnetlab.models import ResNet
-from resnetlab.report import Verdict
+from resnetlab.reporting.report import Verdict
+from tiny import LEARNABLE_DATA, SMALL_DATA, TINY_NET
 
 TINY = [
     "--dataset",
@@ -143,13 +155,59 @@ def test_finished_runs_are_reused_and_report_redraws_without_training(
     assert _reproduce(out, "degradation", "--depths", "8,14") == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    monkeypatch.setattr("resnetlab.experiments.common.train", no_training)
+    monkeypatch.setattr("resnetlab.experiments.training.train", no_training)
     for path in [out / "report.md", out / "report.html", *(out / "figures").glob("*.png")]:
         path.unlink()
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
     _check_report(out, "degradation", capsys.readouterr().out)
     assert (out / "figures" / "degradation-fig6.png").is_file()
+
+
+@pytest.mark.slow
+def test_cifar_table_from_runs_trained_elsewhere(
+    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """--runs assembles the rows from finished runs anywhere, trains nothing, shows each run's
+    length beside the paper's 64k, and refuses an unfinished run in one line."""
+    monkeypatch.setattr("resnetlab.experiments.training.train", lambda config: pytest.fail("trained"))
+    folder = tmp_path / "elsewhere"
+    for name in ("resnet-8-10it-seed0", "resnet-14-10it-seed0", "plain-8-10it-seed0"):
+        shutil.copytree(out / "runs" / name, folder / "runs" / name)
+    table = tmp_path / "table"
+    runs = [folder / "runs" / "resnet-14-10it-seed0", folder]  # a run, and a folder holding runs in runs/
+    argv = ["reproduce", "cifar-table", "--runs", ",".join(map(str, runs)), "--out", str(table), "--quiet"]
+    with pytest.raises(UserError, match="are both ResNet-14 with seed 0: give one"):
+        cifar_table.given_runs(tuple(runs))
+    argv[3] = str(folder)
+    capsys.readouterr()
+    assert main(argv) == 0
+    record = json.loads((table / "cifar-table.json").read_text())
+    assert record["given_runs"] and record["dataset"] == "synthetic:256,128,16,10"
+    assert all(Path(entry["dir"]).is_absolute() for entry in record["runs"])
+    headers, rows = record["results"]["tables"][0]["headers"], record["results"]["tables"][0]["rows"]
+    assert headers[3] == "iterations (paper: 64,000)"
+    assert [row[0] for row in rows] == ["ResNet-8", "ResNet-14", "plain-8"]
+    assert all(row[3] == "10 (shorter than the paper's)" for row in rows)
+    error = read_summary(folder / "runs" / "resnet-14-10it-seed0")["final"]["test_top1_error"]
+    assert rows[1][4] == f"{100 * error:.2f}%" and rows[1][5] == "-"  # Table 6 has no ResNet-14
+    md = (table / "report.md").read_text()
+    assert "no nets trained: 3 finished run(s) given with --runs" in md and "FAR below" in md
+
+    unfinished = folder / "runs" / "plain-8-10it-seed0"
+    (unfinished / "summary.json").unlink()
+    argv[-2] = str(tmp_path / "table2")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{unfinished} is unfinished (iteration 10 of 10; latest test error" in err
+    assert not (tmp_path / "table2").exists()
+    for extra, message in (
+        (["--seeds", "2"], "--runs reads finished runs and trains none: --seeds does not apply"),
+        (["--dataset", "cifar10"], "drop --dataset"),
+    ):
+        assert main([*argv, *extra]) == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--depths", "20"])
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -166,13 +224,13 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
 # ---- verdicts on hand-made numbers ------------------------------------------------------------
 
 
-def _result(depth: int, residual: bool, train: float, test: float) -> degradation.Result:
-    return degradation.Result(Net(depth, residual), Stat.of([train]), Stat.of([test]), 1000)
+def _result(depth: int, residual: bool, train: float, test: float) -> degradation.FinalErrors:
+    return degradation.FinalErrors(CifarNet(depth, residual), Stat.of([train]), Stat.of([test]), 1000)
 
 
 def _table(p20: float, p56: float, r20: float, r56: float) -> dict:
     rows = [(20, False, p20), (56, False, p56), (20, True, r20), (56, True, r56)]
-    return {Net(d, r): _result(d, r, e, e + 0.05) for d, r, e in rows}
+    return {CifarNet(d, r): _result(d, r, e, e + 0.05) for d, r, e in rows}
 
 
 def test_degradation_verdicts_reproduced() -> None:
@@ -183,6 +241,25 @@ def test_degradation_verdicts_reproduced() -> None:
     )
     assert v[2].holds is True and "deeper ResNet trains better" in v[2].text
     assert v[3].holds is True and "test error 67.00% > plain-20 53.00%" in v[3].text
+
+
+def test_cifar_table_verdicts_say_when_a_run_is_shorter_than_the_papers() -> None:
+    r20, r56, p56 = CifarNet(20, True), CifarNet(56, True), CifarNet(56, False)
+    res = {
+        r20: _result(20, True, 0.01, 0.085),
+        r56: _result(56, True, 0.01, 0.09),
+        p56: _result(56, False, 0.1, 0.2),
+    }
+    v = cifar_table.verdicts(res, {r20: 64_000, r56: 32_000, p56: 64_000})
+    assert v[1] == Verdict("ResNet-20 test error 8.50% vs the paper's 8.75%: within 1 point(s)", True)
+    assert v[2] == Verdict(
+        "ResNet-56 test error 9.00% vs the paper's 6.97% after 32,000 of the paper's 64,000 iterations: "
+        "beyond 1 point(s)",
+        False,
+    )
+    assert len(v) == 3  # no paper number for plain-56
+    short = cifar_table.verdicts(res, {r20: 64_000, r56: 6_000, p56: 64_000})
+    assert short[2].holds is None and "far too short" in short[2].text
 
 
 def test_degradation_verdicts_not_reproduced() -> None:
@@ -200,8 +277,8 @@ def test_differences_within_noise_are_not_called_reproduced() -> None:
     v = degradation.verdicts(_table(0.480, 0.485, 0.46, 0.41), iterations=400)
     assert v[0].holds is False and "within noise" in v[0].text
     noisy = Stat.of([0.40, 0.60])  # mean 0.5, std 0.14
-    assert not common.clearly_above(noisy, Stat.of([0.45]))
-    assert common.clearly_above(Stat.of([0.70, 0.71]), Stat.of([0.45, 0.46]))
+    assert not stats.clearly_above(noisy, Stat.of([0.45]))
+    assert stats.clearly_above(Stat.of([0.70, 0.71]), Stat.of([0.45, 0.46]))
 
 
 def test_final_train_error_averages_the_last_tenth() -> None:
@@ -210,7 +287,7 @@ def test_final_train_error_averages_the_last_tenth() -> None:
         for i, e in ((10, 0.9), (90, 0.5), (95, 0.3), (100, 0.2))
     ]
     rows.insert(2, {"kind": "eval", "iteration": 90, "top1_error": 0.1})
-    assert common.final_train_error(rows) == pytest.approx(0.25)  # iterations 95 and 100 are past 90
+    assert finished_runs.final_train_error(rows) == pytest.approx(0.25)  # iterations 95 and 100 are past 90
 
 
 def test_shortcut_verdicts() -> None:
@@ -218,9 +295,9 @@ def test_shortcut_verdicts() -> None:
 
     res = {
         "plain": _result(20, False, 0.5, 0.30),
-        "A": degradation.Result(Net(20, True, "A"), Stat.of([0.4]), Stat.of([0.20]), 1),
-        "B": degradation.Result(Net(20, True, "B"), Stat.of([0.4]), Stat.of([0.25]), 1),
-        "C": degradation.Result(Net(20, True, "C"), Stat.of([0.4]), Stat.of([0.245]), 1),
+        "A": degradation.FinalErrors(CifarNet(20, True, "A"), Stat.of([0.4]), Stat.of([0.20]), 1),
+        "B": degradation.FinalErrors(CifarNet(20, True, "B"), Stat.of([0.4]), Stat.of([0.25]), 1),
+        "C": degradation.FinalErrors(CifarNet(20, True, "C"), Stat.of([0.4]), Stat.of([0.245]), 1),
     }
     v = shortcuts.verdicts(res)
     assert v[0].holds is True
@@ -234,7 +311,7 @@ def test_shortcut_verdicts() -> None:
 @pytest.mark.parametrize("residual", [False, True])
 def test_deepen_adds_exact_identity_blocks(residual: bool) -> None:
     torch.manual_seed(0)
-    shallow = ResNet(layers=(1, 1, 1), widths=(4, 8, 8), residual=residual)
+    shallow = ResNet(**TINY_NET, residual=residual)
     shallow.train()
     for _ in range(3):  # non-trivial BN running statistics
         shallow(torch.randn(8, 3, 8, 8))
@@ -273,9 +350,7 @@ def test_time_budget_is_planned_once_and_remembered(tmp_path: Path, monkeypatch:
 
 
 def test_time_budget_measures_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opts = Options(
-        out=tmp_path, dataset="synthetic:256,64,16,10", batch_size=32, evals=1, eval_limit=32, quiet=True
-    )
+    opts = Options(out=tmp_path, dataset=LEARNABLE_DATA, batch_size=32, evals=1, eval_limit=32, quiet=True)
     nets = degradation.nets_for((8,))
     measured = []
     real = shared_budget.measure_speed
@@ -294,7 +369,7 @@ def test_time_budget_measures_this_machine(tmp_path: Path, monkeypatch: pytest.M
         for m in (0.5, 2.0)
     )
     assert 10 <= small < large
-    with pytest.raises(common.UserError, match="budget-minutes"):  # less than one run's overhead
+    with pytest.raises(UserError, match="budget-minutes"):  # less than one run's overhead
         shared_budget.plan_iterations(Options(**{**opts.__dict__, "budget_minutes": 0.01}), nets)
 
 
@@ -302,35 +377,34 @@ def test_time_budget_times_the_step_the_runs_take(tmp_path: Path, monkeypatch: p
     # Timing an NCHW step for runs that train channels-last planned ~20% too few iterations.
     timed = []
 
-    def fake_measure(step, *args):
-        timed.append(step.channels_last)
+    def fake_measure(fleet, *args):
+        timed.extend(step.channels_last for step in fleet.steps)
         return Speed(step_s=0.01, eval_image_s=1e-4, checkpoint_s=0.0)
 
     monkeypatch.setattr(shared_budget, "measure_speed", fake_measure)
-    opts = Options(
-        out=tmp_path, dataset="synthetic:256,64,16,10", batch_size=32, budget_minutes=1.0, quiet=True
-    )
+    opts = Options(out=tmp_path, dataset=LEARNABLE_DATA, batch_size=32, budget_minutes=1.0, quiet=True)
     shared_budget.plan_iterations(opts, degradation.nets_for((8,)))
-    run_config = common.train_config(opts, degradation.nets_for((8,))[0], 10, 0)
+    run_config = training.train_config(opts, degradation.nets_for((8,))[0], 10, 0)
     assert timed and all(t == run_config.channels_last for t in timed)
 
 
 def test_fresh_net_has_the_runs_initial_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # gradients "at initialisation" rebuild the net with the run's seed; the engine must build the same.
+    import resnetlab.engine.net_run as net_run
     import resnetlab.engine.trainer as trainer
 
     built = {}
-    create = trainer.build_model
+    create = net_run.build_model
 
     def capture(*args, **kwargs):
         model = create(*args, **kwargs)
         built["state"] = {k: v.clone() for k, v in model.state_dict().items()}
         return model
 
-    monkeypatch.setattr(trainer, "build_model", capture)
-    opts = Options(out=tmp_path, dataset="synthetic:64,32,8,10", batch_size=16, evals=0, quiet=True)
-    net = Net(8, False)
-    trainer.train(common.train_config(opts, net, 1, seed=3))
+    monkeypatch.setattr(net_run, "build_model", capture)
+    opts = Options(out=tmp_path, dataset=SMALL_DATA, batch_size=16, evals=0, quiet=True)
+    net = CifarNet(8, False)
+    trainer.train(training.train_config(opts, net, 1, seed=3))
     torch.manual_seed(3)
     fresh = net.build(10).state_dict()
     assert all(torch.equal(fresh[k], v) for k, v in built["state"].items())
@@ -338,9 +412,9 @@ def test_fresh_net_has_the_runs_initial_weights(tmp_path: Path, monkeypatch: pyt
 
 def test_response_verdicts_call_a_small_gap_in_a_short_run_inconclusive() -> None:
     from resnetlab.experiments import responses
-    from resnetlab.experiments.common import Net
+    from resnetlab.experiments.cifar_nets import CifarNet
 
-    plain, res = Net(8, False), Net(8, True)
+    plain, res = CifarNet(8, False), CifarNet(8, True)
     slightly_smaller = responses.verdicts({plain: [0.895], res: [0.870]}, iterations=228)
     assert slightly_smaller[0].holds is None and "too short" in slightly_smaller[0].text
     clearly_smaller = responses.verdicts({plain: [1.0], res: [0.8]}, iterations=228)
@@ -352,8 +426,8 @@ def test_response_verdicts_call_a_small_gap_in_a_short_run_inconclusive() -> Non
 def test_shortcut_verdict_against_plain_within_noise_is_inconclusive_and_a_loss_is_not_reproduced() -> None:
     from resnetlab.experiments import shortcuts
 
-    def option(o: str, test: float) -> degradation.Result:
-        return degradation.Result(Net(8, True, o), Stat.of([0.6]), Stat.of([test]), 1)
+    def option(o: str, test: float) -> degradation.FinalErrors:
+        return degradation.FinalErrors(CifarNet(8, True, o), Stat.of([0.6]), Stat.of([test]), 1)
 
     close = {"plain": _result(8, False, 0.6, 0.7009), "A": option("A", 0.6946), "B": option("B", 0.6887)}
     assert shortcuts.verdicts(close)[0].holds is None

@@ -5,55 +5,30 @@ saved as checkpoints and exports, so no real weights and no training are needed.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
-from cli_runner import run_cli
+from cli_runner import one_line_error, run_cli
 from resnetlab.data.augment import Normalizer
-from resnetlab.data.datasets import load_dataset
-from resnetlab.engine.checkpoint import save_checkpoint
 from resnetlab.experiments import responses_nets
-from resnetlab.export import export_safetensors
-from resnetlab.inference import evaluate_checkpoint
-from resnetlab.models import ResNet
 from resnetlab.weights import load_weights
+from resnetlab.weights.export import export_safetensors
+from resnetlab.weights.inference import evaluate_checkpoint
+from tiny import SMALL_DATA as DATA
+from tiny_nets import ITERATIONS, checkpoint, net_entry, save_run
 
-DATA = "synthetic:64,32,8,10"
-ITERATIONS = 100  # what the saved "trained" nets claim: the same for all, so they are compared
-
-
-def _ckpt(blocks: int, residual: bool, normalizer: Normalizer | None = None, seed: int = 0, **config) -> dict:
-    torch.manual_seed(seed)
-    model = ResNet(layers=[blocks] * 3, widths=[4, 8, 8], residual=residual, **config)
-    splits = load_dataset(DATA)
-    normalizer = normalizer or Normalizer.fit(splits.train.images)
-    return {
-        "model": model.state_dict(),
-        "model_name": "resnet20" if residual else "plain20",
-        "model_config": model.config,
-        "classes": list(splits.classes),
-        "normalizer": normalizer.state_dict(),
-        "image_size": [8, 8],
-        "config": {"dataset": DATA},
-        "iteration": ITERATIONS,
-    }
-
-
-def _save(ckpt: dict, run: Path) -> Path:
-    """A run directory holding ``ckpt`` as its checkpoint.pt."""
-    run.mkdir(parents=True)
-    save_checkpoint(ckpt, run / "checkpoint.pt")
-    return run
+_ckpt = partial(checkpoint, data=DATA)  # 32 test images
 
 
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """plain-8 and ResNet-8 as run directories, ResNet-14 as an exported directory."""
     root = tmp_path_factory.mktemp("nets")
-    _save(_ckpt(1, False), root / "plain8")
-    _save(_ckpt(1, True), root / "resnet8")
+    save_run(_ckpt(1, False), root / "plain8")
+    save_run(_ckpt(1, True), root / "resnet8")
     export_safetensors(_ckpt(2, True), root / "resnet14" / "resnet14.safetensors")
     return {name: root / name for name in ("plain8", "resnet8", "resnet14")}
 
@@ -106,8 +81,8 @@ def test_nets_are_measured_reported_and_redrawn(nets: dict[str, Path], tmp_path:
 def test_each_net_is_measured_with_its_own_preprocessing(tmp_path: Path) -> None:
     """The same weights under two normalisers respond differently; a given --dataset is used."""
     per_channel = Normalizer(torch.full((3, 1, 1), 0.2), torch.full((3, 1, 1), 0.1), "per-channel")
-    _save(_ckpt(1, True), tmp_path / "a")
-    _save(_ckpt(1, True, per_channel), tmp_path / "b")
+    save_run(_ckpt(1, True), tmp_path / "a")
+    save_run(_ckpt(1, True, normalizer=per_channel), tmp_path / "b")
     refs = f"{tmp_path / 'a'},{tmp_path / 'b'}"
     code, _, err = _responses(tmp_path / "out", "--nets", refs, "--dataset", "synthetic:64,16,8,10")
     assert code == 0, err
@@ -151,21 +126,15 @@ def test_test_images_limits_the_measurement(nets: dict[str, Path], tmp_path: Pat
 def test_bad_nets_are_one_line_errors(
     nets: dict[str, Path], tmp_path: Path, args: list[str], fragment: str
 ) -> None:
-    _save(_ckpt(1, True, preact=True), tmp_path / "preact")
+    save_run(_ckpt(1, True, preact=True), tmp_path / "preact")
     values = {"tmp": tmp_path, "resnet8": nets["resnet8"], "preact": tmp_path / "preact"}
-    code, _, err = _responses(tmp_path / "out", *(a.format(**values) for a in args))
-    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+    args = [a.format(**values) for a in args]
+    err = one_line_error(["reproduce", "responses", "--out", str(tmp_path / "out"), "--quiet", *args])
+    assert fragment in err, err
 
 
 def _net(label: str, depth: int, residual: bool, std: float, source: str = "resnetlab") -> dict:
-    return {
-        "label": label,
-        "depth": depth,
-        "residual": residual,
-        "stds": [std],
-        "source": source,
-        "iterations": 1,
-    }
+    return net_entry(label, depth, residual, source, stds=[std])
 
 
 def test_verdicts_compare_nets_trained_alike_and_never_excuse_a_short_budget() -> None:

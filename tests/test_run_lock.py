@@ -19,14 +19,12 @@ import pytest
 import yaml
 
 from cli_runner import run_cli
-from resnetlab.engine import TrainConfig, train
-from resnetlab.engine import trainer as trainer_mod
+from resnetlab.engine import train
 from resnetlab.engine.runlock import LOCK_NAME, RunLock
 from resnetlab.errors import UserError
-from resnetlab.recipes import get_recipe
+from tiny import DATA, after_each_step, interrupt_after, tiny_config
 
-SYN = "synthetic:256,64,8,10"
-RUN = ("--dataset", SYN, "--batch-size", "32", "--iterations", "2", "--quiet")
+RUN = ("--dataset", DATA, "--batch-size", "32", "--iterations", "2", "--quiet")
 
 # Takes the lock, forks a child when asked (the child says "child" once it runs), says "held",
 # and holds the lock until its stdin closes.
@@ -109,40 +107,20 @@ def test_a_forked_child_does_not_keep_a_killed_runs_lock(tmp_path):
         lock.release()
 
 
-def tiny_config(out: Path, **kw) -> TrainConfig:
-    base = {
-        "model": "resnet20",
-        "model_overrides": {"layers": [1, 1, 1], "widths": [4, 8, 8]},
-        "dataset": SYN,
-        "recipe": get_recipe("cifar-paper", batch_size=32),
-        "out": out,
-        "iterations": 3,
-        "quiet": True,
-    }
-    return TrainConfig(**{**base, **kw})
-
-
-def test_a_run_holds_its_directory_from_start_to_end(tmp_path, monkeypatch):
+def test_a_run_holds_its_directory_from_start_to_end(tmp_path):
     seen = []
-    original = trainer_mod._Trainer._after_step
 
-    def try_to_lock(self):
-        original(self)
+    def try_to_lock(trainer):
         with pytest.raises(UserError, match=rf"in use by another resnetlab run \(pid {os.getpid()}\)"):
-            RunLock(self.config.out).acquire()
-        seen.append(self.iteration)
+            RunLock(trainer.config.out).acquire()
+        seen.append(trainer.iteration)
 
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", try_to_lock)
-    train(tiny_config(tmp_path))
+    with pytest.MonkeyPatch.context() as patch:
+        after_each_step(patch, try_to_lock)
+        train(tiny_config(tmp_path, iterations=3))
     assert seen == [1, 2, 3] and not (tmp_path / LOCK_NAME).exists()
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", original)
 
-    def crash(self):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_mod._Trainer, "_after_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tmp_path, seed=1, overwrite=True))
+    interrupt_after(tiny_config(tmp_path, seed=1, overwrite=True), 1)
     assert not (tmp_path / LOCK_NAME).exists()  # an interrupted run lets go too
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,32 +21,12 @@ from resnetlab.engine.trainer import DivergedError
 from resnetlab.errors import UserError
 from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
-
-TINY = {"layers": [1, 1, 1], "widths": [4, 8, 8]}  # a 8-layer CIFAR-style net: fast on one core
-DATA = "synthetic:256,64,8,10"
-
-
-def tiny_config(out: Path, **kw) -> TrainConfig:
-    recipe = kw.pop("recipe", get_recipe("cifar-paper", batch_size=32))
-    base = {
-        "model": "resnet20",
-        "model_overrides": TINY,
-        "dataset": DATA,
-        "recipe": recipe,
-        "out": out,
-        "iterations": 12,
-        "log_every": 3,
-        "eval_every": 6,
-        "quiet": True,
-        "deterministic": True,
-    }
-    return TrainConfig(**{**base, **kw})
+from tiny import LEARNABLE_DATA, LEARNABLE_NET, TINY_NET, synthetic_spec, tiny_config
 
 
 def learnable_config(out: Path, **kw) -> TrainConfig:
     """A net and images big enough to learn the synthetic classes in a few dozen steps."""
-    wider = {"layers": [1, 1, 1], "widths": [8, 16, 16]}
-    return replace(tiny_config(out, model_overrides=wider, **kw), dataset="synthetic:256,64,16,10")
+    return tiny_config(out, model_overrides=LEARNABLE_NET, dataset=LEARNABLE_DATA, **kw)
 
 
 def weights(model) -> dict[str, torch.Tensor]:
@@ -55,7 +34,7 @@ def weights(model) -> dict[str, torch.Tensor]:
 
 
 def test_run_directory_follows_the_contract(tmp_path):
-    result = train(tiny_config(tmp_path / "run", val_split=64))
+    result = train(tiny_config(tmp_path / "run", iterations=12, log_every=3, eval_every=6, val_split=64))
     out = result.out
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "metrics.jsonl", "metrics.csv", CHECKPOINT_NAME}
     stored = TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
@@ -191,8 +170,7 @@ def test_warmup_switches_back_to_the_full_rate(tmp_path):
 
 
 def test_eval_limit_applies_to_intermediate_evaluations_only(tmp_path):
-    config = replace(tiny_config(tmp_path, eval_every=4, eval_limit=20), dataset="synthetic:256,256,8,10")
-    train(config)
+    train(tiny_config(tmp_path, iterations=12, eval_every=4, eval_limit=20, dataset=synthetic_spec(test=256)))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     images = [(r["iteration"], r["images"]) for r in rows if r["kind"] == "eval"]
     # Exactly 20 images, though evaluation batches hold 64 (twice the training batch).
@@ -239,8 +217,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_train_step_is_one_sgd_step():
     torch.manual_seed(0)
-    model = build_model("resnet20", **TINY)
-    reference = build_model("resnet20", **TINY)
+    model = build_model("resnet20", **TINY_NET)
+    reference = build_model("resnet20", **TINY_NET)
     reference.load_state_dict(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     step = TrainStep(model, opt, label_smoothing=0.1)
@@ -259,7 +237,7 @@ def test_train_step_is_one_sgd_step():
 
 @pytest.mark.parametrize("options", [{"amp": "bf16"}, {"channels_last": True}])
 def test_train_step_options_run_on_cpu(options):
-    model = build_model("resnet20", **TINY)
+    model = build_model("resnet20", **TINY_NET)
     step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), **options)
     loss, _ = step.step(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -268,7 +246,7 @@ def test_train_step_options_run_on_cpu(options):
 def test_train_step_fixes_the_memory_format_of_batches():
     """Gathered crops arrive channels-last; torch 2.14's CPU backward of a 1x1 stride-2 conv with
     few channels corrupts the heap on such input, so the step makes batches plain NCHW."""
-    model = build_model("resnet20", **TINY, shortcut="B")
+    model = build_model("resnet20", **TINY_NET, shortcut="B")
     step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1))
     x = torch.randn(8, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     assert step.prepare(x).is_contiguous()
@@ -297,16 +275,16 @@ def test_tensorboard_events_when_installed(tmp_path, monkeypatch):
     monkeypatch.setitem(
         sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter)
     )
-    train(tiny_config(tmp_path, iterations=6))
+    train(tiny_config(tmp_path, iterations=6, log_every=3))
     assert ("train/train_loss", 3) in scalars and ("test/top1_error", 6) in scalars
     assert scalars[-1] == ("closed", str(tmp_path / "tensorboard"))
 
 
 def test_progress_bar_on_a_terminal_lines_otherwise(tmp_path, monkeypatch, capsys):
-    train(replace(tiny_config(tmp_path / "lines", iterations=6), quiet=False))
+    train(tiny_config(tmp_path / "lines", iterations=6, log_every=3, quiet=False))
     lines = capsys.readouterr().out
     assert "iter 3/6" in lines and "iter 6/6" in lines
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    train(replace(tiny_config(tmp_path / "bar", iterations=6), quiet=False))
+    train(tiny_config(tmp_path / "bar", iterations=6, log_every=3, quiet=False))
     bar = capsys.readouterr().out
     assert "6/6" in bar and "it/s" in bar and "iter 3/6" not in bar

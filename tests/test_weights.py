@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +19,24 @@ from PIL import Image
 from akamaster_layout import random_their_net, save_their_way
 from cli_runner import run_cli
 from http_server import serving, unused_port
-from resnetlab import create_model, weights
-from resnetlab.convert import CIFAR10_CLASSES, CONVERTERS
+from resnetlab import create_model
 from resnetlab.download import file_digest
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
-from resnetlab.export import export_safetensors
 from resnetlab.models import model_info
-from resnetlab.weights import WEIGHTS, get_weights, list_weights, load_weights, output_dir
+from resnetlab.weights import (
+    WEIGHTS,
+    card_record,
+    get_weights,
+    list_weights,
+    load_weights,
+    loading,
+    output_dir,
+    registry,
+)
+from resnetlab.weights.card import CIFAR10, CIFAR10_JPEG, OURS
+from resnetlab.weights.convert import CIFAR10_CLASSES, CONVERTERS
+from resnetlab.weights.export import export_safetensors
 
 IMAGENET_MEAN, IMAGENET_STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 
@@ -45,10 +56,12 @@ def test_every_card_is_complete_and_consistent():
         assert len(card.classes) == info.spec["num_classes"] and len(card.image_size) == 2
         assert card.normalization in ("per-pixel", "per-channel")
         assert (card.mean is None) == (card.normalization == "per-pixel") == (card.std is None)
-        assert card.results and all(0 < r.top1 <= 100 for r in card.results)
+        assert card.results and all(0 < r.top1 <= 100 and r.data for r in card.results)
+        assert card.result_on(CIFAR10), f"{card.ref} has no result on the official test set"
+        assert card.trained_on and card.paper_recipe in (True, False)
         assert card.convert_from is None or card.convert_from in CONVERTERS
         if card.url is None:  # in-package: the file is there, its SHA-256 and config JSON match the card
-            assert (weights.PACKAGE_DIR / card.file).is_file() and len(card.sha256) == 64
+            assert (registry.PACKAGE_DIR / card.file).is_file() and len(card.sha256) == 64
             assert load_weights(card.ref)["model_name"] == card.model
     akamaster = {c.model: c for c in WEIGHTS if c.tag == "akamaster"}
     assert sorted(akamaster, key=lambda n: int(n[6:])) == [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
@@ -71,8 +84,25 @@ def test_models_pretrained_lists_every_card(capsys):
     ]
     assert cards[0]["default"] is True and cards[0]["license"] == "BSD-2-Clause"
     assert cards[0]["results"][0]["test_set"].startswith("CIFAR-10 test set")
+    assert cards[0]["official_test_top1"] == 93.68 and cards[0]["paper_top1"] == 93.57  # Table 6: 6.43%
+    assert cards[0]["paper_source"] == "Table 6" and cards[0]["trained_on"] == "cifar10"
     code, _, err = run_cli(["models", "--pretrained", "vgg*"])
     assert code == 2 and "no pretrained weights match 'vgg*'" in err
+
+
+def test_models_pretrained_puts_the_official_top1_beside_the_papers():
+    code, out, err = run_cli(["models", "--pretrained", "*20:*"])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["weights", "default"] and "official test top-1" in lines[0]
+    rows = {line.split()[0]: line.split() for line in lines[1:4]}
+    assert rows["pretrained:resnet20:akamaster"][1:4] == ["yes", "91.73%", "91.25%"]  # paper: 8.75% error
+    assert "reproduced by resnetlab eval" in lines[1]
+    assert rows["pretrained:plain20:cifar10-jpeg"][1:] == ["yes", "88.16%", "-", "resnetlab", "eval"]
+    assert "100 minus the paper's test error" in lines[4]
+    code, out, _ = run_cli(["models", "--pretrained", "plain20", "--json"])
+    (card,) = json.loads(out)
+    assert card["official_test_top1"] == 88.16 and card["paper_top1"] is None
 
 
 # ---- a publisher's file downloaded from 127.0.0.1 -----------------------------------------------
@@ -94,7 +124,7 @@ def published(tmp_path, monkeypatch):
             url=f"{base}/pretrained_models/resnet20-test.th",
         )
         others = tuple(c for c in WEIGHTS if c.model != "resnet20")
-        monkeypatch.setattr(weights, "WEIGHTS", (card, *others))
+        monkeypatch.setattr(registry, "WEIGHTS", (card, *others))
         yield net, httpd, card
 
 
@@ -163,7 +193,7 @@ def test_cli_commands_take_pretrained_refs(published, tmp_path, monkeypatch):
 def test_bad_downloads_leave_nothing(published, tmp_path, monkeypatch, mode):
     _, httpd, card = published
     if mode == "wrong-checksum":
-        monkeypatch.setattr(weights, "WEIGHTS", (dataclasses.replace(card, sha256="0" * 64),))
+        monkeypatch.setattr(registry, "WEIGHTS", (dataclasses.replace(card, sha256="0" * 64),))
     else:
         httpd.routes["/pretrained_models/resnet20-test.th"] = (
             httpd.routes["/pretrained_models/resnet20-test.th"][0],
@@ -181,7 +211,7 @@ def test_bad_downloads_leave_nothing(published, tmp_path, monkeypatch, mode):
 def test_offline_says_which_url_to_fetch_and_where_to_put_it(published, tmp_path, monkeypatch):
     net, _, card = published
     offline = dataclasses.replace(card, url=f"http://127.0.0.1:{unused_port()}/resnet20-test.th")
-    monkeypatch.setattr(weights, "WEIGHTS", (offline,))
+    monkeypatch.setattr(registry, "WEIGHTS", (offline,))
     dest = tmp_path / "cache" / "weights" / "downloads" / "resnet20-test.th"
     code, _, err = run_cli(["eval", "pretrained:resnet20"])
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -231,8 +261,8 @@ def in_package(tmp_path, monkeypatch):
         url=None,
         convert_from=None,
     )
-    monkeypatch.setattr(weights, "PACKAGE_DIR", package)
-    monkeypatch.setattr(weights, "WEIGHTS", (*WEIGHTS, card))
+    monkeypatch.setattr(registry, "PACKAGE_DIR", package)
+    monkeypatch.setattr(registry, "WEIGHTS", (*WEIGHTS, card))
     return model.eval(), path
 
 
@@ -243,7 +273,7 @@ def test_in_package_weights_are_verified_on_every_load(in_package):
     assert torch.equal(_logits(loaded, x), _logits(model, x))
     ckpt = load_weights("pretrained:resnet20:ours")
     assert ckpt["normalizer"]["mean"].shape == (3, 32, 32) and ckpt["iteration"] == 7
-    assert get_weights("resnet20").tag == "akamaster"  # the first card stays the default
+    assert get_weights("resnet20").tag == "akamaster"  # not the paper's recipe: akamaster's stay the default
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1
     path.write_bytes(bytes(blob))
@@ -335,3 +365,37 @@ def test_default_weights_are_the_official_data_ones_where_they_exist_else_ours()
     assert get_weights("plain20").tag == get_weights("plain56").tag == "cifar10-jpeg"
     model = create_model("plain20", pretrained=True)
     assert model.pretrained_cfg["origin"] == "pretrained:plain20:cifar10-jpeg" and not model.training
+
+
+def test_ours_with_the_papers_recipe_on_the_official_data_become_the_default(in_package, monkeypatch):
+    """The rule is the cards' data: a card of ours trained with the paper's recipe on the official
+    data is the default the moment it is registered, and works with no network."""
+    model, _ = in_package
+    ours = get_weights("resnet20", "ours")
+    monkeypatch.setattr(loading, "download_file", lambda *a, **k: pytest.fail("tried to download"))
+    for card in (  # not the paper's recipe, or not the official data: akamaster's stay the default
+        dataclasses.replace(ours, trained_on=CIFAR10, paper_recipe=False),
+        dataclasses.replace(ours, trained_on=CIFAR10_JPEG, paper_recipe=True),
+    ):
+        monkeypatch.setattr(registry, "WEIGHTS", (*WEIGHTS, card))
+        assert get_weights("resnet20").tag == "akamaster" and not card_record(card)["default"]
+    official = dataclasses.replace(ours, publisher=OURS, trained_on=CIFAR10, paper_recipe=True)
+    monkeypatch.setattr(registry, "WEIGHTS", (*WEIGHTS, official))
+    assert get_weights("resnet20") == official and card_record(official)["default"]
+    x = torch.randn(2, 3, 32, 32)
+    for loaded in (
+        create_model("resnet20", pretrained=True),
+        model_from_checkpoint(load_weights("pretrained:resnet20")),
+    ):
+        assert torch.equal(_logits(loaded, x), _logits(model, x))
+    assert create_model("resnet20", pretrained=True).pretrained_cfg["origin"] == "pretrained:resnet20:ours"
+    # The others stay reachable by their tags; nets without such weights keep their defaults.
+    assert get_weights("resnet20", "akamaster").url and get_weights("resnet56").tag == "akamaster"
+    monkeypatch.setattr(
+        registry, "PACKAGE_DIR", Path(registry.__file__).parents[1] / "pretrained"
+    )  # the real one
+    jpeg = create_model("resnet20", pretrained="cifar10-jpeg")
+    assert jpeg.pretrained_cfg["origin"] == "pretrained:resnet20:cifar10-jpeg"
+    assert get_weights("plain20").tag == "cifar10-jpeg"
+    code, out, _ = run_cli(["models", "--pretrained", "resnet20", "--json"])
+    assert code == 0 and [c["ref"] for c in json.loads(out) if c["default"]] == ["pretrained:resnet20:ours"]

@@ -13,8 +13,9 @@ from resnetlab.data.augment import Normalizer
 from resnetlab.data.datasets import load_dataset
 from resnetlab.engine.checkpoint import save_checkpoint
 from resnetlab.models import ResNet
+from tiny import TINY_NET, synthetic_spec
 
-DATA = "synthetic:64,48,8,10"
+DATA = synthetic_spec(64, 48)  # 48 test images: evaluations of 40 fit
 ITERATIONS = 100  # what every saved "trained" net claims: the same, so twins are paired
 
 
@@ -33,20 +34,29 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def tiny_net(blocks: int, residual: bool, seed: int = 0, **config) -> ResNet:
     torch.manual_seed(seed)
-    model = ResNet(**({"layers": [blocks] * 3, "widths": [4, 8, 8], "residual": residual} | config))
+    model = ResNet(**(TINY_NET | {"layers": [blocks] * 3, "residual": residual} | config))
     return randomise_bn(model, seed).eval()
 
 
-def checkpoint(blocks: int, residual: bool, seed: int = 0, data: str = DATA, **config) -> dict:
-    """A checkpoint dict of a tiny net (depth 6 * blocks + 2) on ``data``."""
+def checkpoint(
+    blocks: int,
+    residual: bool,
+    seed: int = 0,
+    data: str = DATA,
+    normalizer: Normalizer | None = None,
+    **config,
+) -> dict:
+    """A checkpoint dict of a tiny net (depth 6 * blocks + 2) on ``data``, its inputs normalised by
+    ``normalizer`` (default: fitted to the training images)."""
     model = tiny_net(blocks, residual, seed, **config)
     splits = load_dataset(data)
+    normalizer = normalizer or Normalizer.fit(splits.train.images)
     return {
         "model": model.state_dict(),
         "model_name": "resnet20" if residual else "plain20",
         "model_config": model.config,
         "classes": list(splits.classes),
-        "normalizer": Normalizer.fit(splits.train.images).state_dict(),
+        "normalizer": normalizer.state_dict(),
         "image_size": [8, 8],
         "config": {"dataset": data},
         "iteration": ITERATIONS,
@@ -66,3 +76,16 @@ def twin_runs(root: Path) -> dict[str, Path]:
     save_run(checkpoint(2, True), root / "resnet14")
     save_run(checkpoint(3, True, seed=1), root / "resnet20")
     return {name: root / name for name in ("plain14", "resnet14", "resnet20")}
+
+
+def net_entry(label: str, depth: int, residual: bool, source: str = "resnetlab", **measured) -> dict:
+    """A net's entry in a study's record, as the verdicts read it (trained for 1 iteration by
+    ``source``); ``measured`` adds what the study measured."""
+    return {
+        "label": label,
+        "depth": depth,
+        "residual": residual,
+        "source": source,
+        "iterations": 1,
+        **measured,
+    }

@@ -1,7 +1,7 @@
 """resnetlab: deep residual learning exactly as He et al. (2015) define it."""
 
-from resnetlab.hub import create_model
 from resnetlab.models import ResNet, build_model, list_models, model_info
+from resnetlab.weights.hub import create_model
 
 __version__ = "0.1.0"
 

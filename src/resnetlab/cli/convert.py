@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resnetlab.convert import AKAMASTER_MODELS, CONVERTERS
-from resnetlab.export import export_safetensors
+from resnetlab.weights.convert import AKAMASTER_MODELS, CONVERTERS
+from resnetlab.weights.export import export_safetensors
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resnetlab.export import FORMATS, export_onnx, export_safetensors
 from resnetlab.weights import WEIGHTS_HELP, load_weights, output_dir
+from resnetlab.weights.export import FORMATS, export_onnx, export_safetensors
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

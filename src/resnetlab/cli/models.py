@@ -9,7 +9,8 @@ import json
 from resnetlab.analysis.counts import summarize
 from resnetlab.errors import UserError
 from resnetlab.models.zoo import build_model, list_models, model_info
-from resnetlab.weights import WeightsCard, list_weights
+from resnetlab.weights import WeightsCard, card_record, list_weights
+from resnetlab.weights.card import CIFAR10
 
 NATIVE_SIZE = {"cifar": 32, "imagenet": 224}
 
@@ -79,16 +80,40 @@ def run_pretrained(args: argparse.Namespace) -> int:
     if not cards:
         raise UserError(f"no pretrained weights match {args.pattern!r} (see `resnetlab models --pretrained`)")
     if args.json:
-        print(json.dumps([c.to_dict() for c in cards]))
+        print(json.dumps([card_record(c) for c in cards]))
         return 0
-    for i, card in enumerate(cards):
-        print("\n" * bool(i) + "\n".join(card_lines(card)))
+    print("\n".join(accuracy_table(cards)))
+    for card in cards:
+        print("\n" + "\n".join(card_lines(card)))
     return 0
+
+
+def accuracy_table(cards: list[WeightsCard]) -> list[str]:
+    """One line per card: its top-1 on the official CIFAR-10 test set beside the paper's for the net."""
+    width = max(len(c.ref) for c in cards)
+    lines = [
+        f"{'weights':<{width}}  {'default':<7}  {'official test top-1':>19}  {'paper top-1':>11}  "
+        "official result by"
+    ]
+    for card in cards:
+        record = card_record(card)
+        official = card.result_on(CIFAR10)
+        ours = "not measured" if official is None else f"{official.top1:.2f}%"
+        paper = "-" if record["paper_top1"] is None else f"{record['paper_top1']:.2f}%"
+        lines.append(
+            f"{card.ref:<{width}}  {'yes' if record['default'] else '':<7}  {ours:>19}  {paper:>11}  "
+            + ("-" if official is None else official.by)
+        )
+    lines.append(
+        "paper top-1: 100 minus the paper's test error for the net (Table 6; ResNet-110: the best of 5 "
+        "runs); it gives none for plain nets, which appear only as curves in Fig. 6"
+    )
+    return lines
 
 
 def card_lines(card: WeightsCard) -> list[str]:
     """A weight card as text: what it is, how to feed it, how good it is, where it comes from."""
-    info = card.to_dict()
+    info = card_record(card)
     default = f"  (default: create_model({card.model!r}, pretrained=True))" if info["default"] else ""
     if card.normalization == "per-channel":
         norm = f"per-channel mean {_floats(card.mean)} std {_floats(card.std)} of x/255"

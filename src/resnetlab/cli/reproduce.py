@@ -11,8 +11,10 @@ from resnetlab.data.datasets import SPEC_HELP
 from resnetlab.engine.precision import PRECISIONS
 from resnetlab.errors import UserError
 from resnetlab.experiments import EXPERIMENTS, build_report, experiment_module
-from resnetlab.experiments.common import Options, parse_depths, read_record, record_path
+from resnetlab.experiments.cifar_nets import parse_depths
 from resnetlab.experiments.degradation import DEFAULTS
+from resnetlab.experiments.options import Options
+from resnetlab.experiments.records import read_record, record_path
 from resnetlab.weights import WEIGHTS_HELP
 
 HELP = {
@@ -142,8 +144,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="training images the construction is scored on",
     )
     g["shortcuts"].add_argument("--depth", type=int, default=20, help="CIFAR depth 6n+2 (default: 20)")
-    g["cifar-table"].add_argument(
-        "--depths", default="20,32,44,56,110", help="CIFAR depths 6n+2 (default: %(default)s)"
+    table = g["cifar-table"].add_mutually_exclusive_group()
+    table.add_argument("--depths", default="20,32,44,56,110", help="CIFAR depths 6n+2 (default: %(default)s)")
+    table.add_argument(
+        "--runs",
+        metavar="DIR,DIR,...",
+        help="train nothing: make the rows from these finished runs of the paper's CIFAR nets (run "
+        "directories of `resnetlab train` or benchmarks/paper_schedule_gpu.py, or folders of them), "
+        "each shown with its iterations beside the paper's 64,000; an unfinished run is refused",
     )
 
     _add_studies(experiments)
@@ -324,6 +332,16 @@ def _experiment_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         return {"depth": parse_depths(str(args.depth), count=1)[0]}
     if name == "responses" and args.nets is not None:
         return _nets_kwargs(args)
+    if name == "cifar-table" and args.runs is not None:
+        paths = tuple(Path(r.strip()) for r in args.runs.split(",") if r.strip())
+        if not paths:
+            raise UserError(f"--runs needs comma-separated run directories, got {args.runs!r}")
+        _train_nothing(args, "--runs reads finished runs")
+        if args.dataset is not None:
+            raise UserError(
+                "--runs reads finished runs, each with the data it was trained on: drop --dataset"
+            )
+        return {"runs": paths}
     kwargs: dict[str, Any] = {"depths": parse_depths(args.depths)}
     if name == "responses":
         kwargs["test_images"] = args.test_images
@@ -337,6 +355,12 @@ def _nets_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     refs = tuple(r.strip() for r in args.nets.split(",") if r.strip())
     if not refs:
         raise UserError(f"--nets needs comma-separated weights references, got {args.nets!r}")
+    _train_nothing(args, "--nets measures trained nets")
+    return {"nets": refs, "dataset": args.dataset, "test_images": args.test_images}
+
+
+def _train_nothing(args: argparse.Namespace, what: str) -> None:
+    """Refuse the training options in a command that trains nothing (``what`` says why)."""
     trains = [
         flag
         for flag, given in (
@@ -347,8 +371,7 @@ def _nets_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if given
     ]
     if trains:
-        raise UserError(f"--nets measures trained nets and trains none: {', '.join(trains)} does not apply")
-    return {"nets": refs, "dataset": args.dataset, "test_images": args.test_images}
+        raise UserError(f"{what} and trains none: {', '.join(trains)} does not apply")
 
 
 def run_reproduce(args: argparse.Namespace) -> int:

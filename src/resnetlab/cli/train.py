@@ -18,6 +18,7 @@ from resnetlab.engine.config import (
     DEFAULT_EVAL_IMAGES,
     DEVICES,
     NORMALIZATIONS,
+    STEP_MODES,
     TrainConfig,
 )
 from resnetlab.engine.precision import add_mode_arguments
@@ -82,6 +83,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--channels-last", action="store_true", default=None, help="the same as --memory-format channels_last"
     )
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    p.add_argument(
+        "--step",
+        choices=STEP_MODES,
+        default="auto",
+        help="auto (default): the whole training step as one captured CUDA graph on CUDA (data in "
+        "memory, one process), eager elsewhere; eager or graph to choose (graph off CUDA runs uncaptured)",
+    )
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="input normalisation (default per-pixel)")
     budget = p.add_argument_group("length (compresses the recipe's schedule to fit)")
     budget.add_argument("--iterations", type=int, help="total iterations")
@@ -176,6 +184,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             dataset=args.dataset,
             out=args.out or checkpoint.parent,
             device=args.device,
+            step=args.step,
             resume=checkpoint,
             quiet=args.quiet,
         )
@@ -191,6 +200,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         out=args.out or default_out(args.model, args.dataset, seed),
         seed=seed,
         device=args.device,
+        step=args.step,
         precision=_merged(args.precision, "bf16" if args.amp else None, "--precision", "--amp bf16"),
         memory_format=_merged(
             args.memory_format,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -40,6 +40,14 @@ class ImageSet:
     def subset(self, indices: torch.Tensor) -> ImageSet:
         """The images at ``indices`` (a new ImageSet sharing nothing with this one)."""
         return ImageSet(self.images[indices], self.labels[indices])
+
+
+class BatchDraws(NamedTuple):
+    """The random choices behind one global batch, drawn on the CPU."""
+
+    indices: torch.Tensor  # (B,) int64 image indices
+    offsets: torch.Tensor | None  # (B, 2) crop offsets, None without augmentation
+    flips: torch.Tensor | None  # (B,) bool
 
 
 class Batches(Protocol):
@@ -105,20 +113,28 @@ class TensorBatches:
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def _order(self, epoch: int) -> torch.Tensor:
+    def order(self, epoch: int) -> torch.Tensor:
+        """The order in which ``epoch`` visits the images (a fixed one for evaluation)."""
         if not self.train:
             # A fixed shuffle, the same for every run: image folders are sorted by class, so the
             # first batches in file order would make a partial evaluation (eval_limit) one class.
             return torch.randperm(self.images.shape[0], generator=seeded_generator(EVAL_ORDER_SEED))
         return torch.randperm(self.images.shape[0], generator=seeded_generator(self.seed, epoch))
 
+    def draws(self, epoch: int, step: int, order: torch.Tensor | None = None) -> BatchDraws:
+        """What global batch ``step`` of ``epoch`` takes: image indices, crop offsets and flips (None
+        without augmentation). ``order`` is the epoch's shuffle, when the caller already has it."""
+        order = self.order(epoch) if order is None else order
+        idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+        if not self.augment:
+            return BatchDraws(idx, None, None)
+        offsets, flips = draw_crop_flip(len(idx), seeded_generator(self.seed, epoch, step), self.pad)
+        return BatchDraws(idx, offsets, flips)
+
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        order = self._order(epoch)
+        order = self.order(epoch)
         for step in range(start, self.batches_per_epoch):
-            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
-            offsets = flips = None
-            if self.augment:
-                offsets, flips = draw_crop_flip(len(idx), seeded_generator(self.seed, epoch, step), self.pad)
+            idx, offsets, flips = self.draws(epoch, step, order)
             local = len(idx) // self.world_size if self.train else None
             if local is not None:
                 part = slice(self.rank * local, (self.rank + 1) * local)

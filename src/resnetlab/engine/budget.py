@@ -18,13 +18,14 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from resnetlab.engine.checkpoint import rng_state, set_rng_state
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.distributed import DistContext, wide_float
-from resnetlab.engine.step import TrainStep
+from resnetlab.engine.fleet import Fleet
 from resnetlab.errors import UserError
 
 WARMUP_STEPS = 2  # not timed: first-call allocation, cuDNN autotuning, torch.compile
@@ -36,8 +37,8 @@ MIN_ITERATIONS = 10
 
 @dataclass(frozen=True)
 class Speed:
-    """Measured costs in seconds: one training step, one evaluated image (all ranks together) and
-    one checkpoint's serialisation."""
+    """Measured costs in seconds: one training step (of every net of a fleet), one evaluated image
+    (all ranks together) and one checkpoint's serialisation."""
 
     step_s: float
     eval_image_s: float
@@ -100,50 +101,54 @@ def fit_iterations(left_s: float, per_iteration_s: float, too_short: Callable[[i
     return iterations
 
 
-def _endless(batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _endless(fleet: Fleet) -> Iterator[tuple[Any, ...]]:
     for epoch in itertools.count():
-        yield from batches.epoch(epoch)
+        yield from fleet.epoch(epoch)
 
 
 def measure_speed(
-    step: TrainStep,
-    train_batches,
+    fleet: Fleet,
     evaluate_some: Callable[[], int],
     budget_s: float,
     ctx: DistContext,
 ) -> Speed:
-    """Time training steps, a small evaluation and a checkpoint's serialisation (to memory: the
-    weights and optimizer state are its bulk), leaving model, optimizer and RNG as they were.
+    """Time training steps (of every net of ``fleet`` together), a small evaluation and a
+    checkpoint's serialisation (to memory: the weights and optimizer state are its bulk), leaving
+    models, optimizers and RNG as they were.
 
     ``evaluate_some`` evaluates a few batches and returns how many images it saw. The slowest rank's
     speed counts, so every rank plans the same number of iterations.
     """
-    saved = (
-        copy.deepcopy(step.model.state_dict()),
-        copy.deepcopy(step.optimizer.state_dict()),
-        rng_state(),
-    )
-    batches = _endless(train_batches)
+    saved = [
+        (copy.deepcopy(s.model.state_dict()), copy.deepcopy(s.optimizer.state_dict())) for s in fleet.steps
+    ]
+    rng = rng_state()
+    batches = _endless(fleet)
+
+    def step() -> None:
+        for loss, _ in fleet.step_all(next(batches)):
+            loss.item()  # wait for the device, so the clock measures the work
+
     for _ in range(WARMUP_STEPS):
-        step.step(*next(batches))[0].item()
+        step()
     start = time.perf_counter()
     steps = 0
     while steps < MIN_STEPS or (
         steps < MAX_STEPS and time.perf_counter() - start < MEASURE_FRACTION * budget_s
     ):
-        loss, _ = step.step(*next(batches))
+        step()
         steps += 1
-        loss.item()  # wait for the device, so the clock measures the work
     step_s = (time.perf_counter() - start) / steps
     start = time.perf_counter()
     images = evaluate_some()
     eval_image_s = (time.perf_counter() - start) / max(images, 1)
     start = time.perf_counter()
-    torch.save({"model": saved[0], "optimizer": saved[1]}, io.BytesIO())
+    torch.save([{"model": m, "optimizer": o} for m, o in saved], io.BytesIO())
     checkpoint_s = time.perf_counter() - start
-    step.model.load_state_dict(saved[0])
-    step.optimizer.load_state_dict(saved[1])
-    set_rng_state(saved[2])
+    for s, (model_state, optimizer_state) in zip(fleet.steps, saved, strict=True):
+        s.model.load_state_dict(model_state)
+        s.optimizer.load_state_dict(optimizer_state)
+    set_rng_state(rng)
     costs = torch.tensor(
         [step_s, eval_image_s, checkpoint_s], dtype=wide_float(ctx.device), device=ctx.device
     )

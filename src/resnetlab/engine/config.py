@@ -18,9 +18,10 @@ from resnetlab.recipes import Recipe, get_recipe
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NORMALIZATIONS = ("per-pixel", "per-channel")
+STEP_MODES = ("auto", "eager", "graph")
 # Fields that say where and how a run executes, not what it computes: a finished run is reused
-# when everything else matches.
-RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet", "device", "mode_reason")
+# when everything else matches, and a resume may change them.
+RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet", "device", "mode_reason", "step")
 # Defaults of the intervals a run leaves to choose (see resolve_intervals): intermediate evaluation
 # and checkpoints stay a small share of the run's wall time whatever its length.
 DEFAULT_EVALUATIONS = 20  # evaluations per run at most, the final one included
@@ -61,6 +62,7 @@ class TrainConfig:
     memory_format: str = "auto"  # auto | channels_last | contiguous; recorded the same way
     mode_reason: str | None = None  # why the run computes in that mode (see engine.precision)
     compile: bool = False
+    step: str = "auto"  # auto | eager | graph (see engine.fleet.choose_step)
     deterministic: bool = False
     iterations: int | None = None
     budget_minutes: float | None = None
@@ -93,6 +95,7 @@ class TrainConfig:
                 self.memory_format in MEMORY_FORMATS,
                 f"--memory-format must be one of {', '.join(MEMORY_FORMATS)}, got {self.memory_format!r}",
             ),
+            (self.step in STEP_MODES, f"--step must be one of {', '.join(STEP_MODES)}, got {self.step!r}"),
             (self.normalization in NORMALIZATIONS, f"unknown --normalization {self.normalization!r}"),
             (self.iterations is None or self.iterations >= 1, "--iterations must be a positive count"),
             (
@@ -238,7 +241,8 @@ def resumed_config(config: TrainConfig, ckpt: dict[str, Any]) -> TrainConfig:
                 f"--resume {config.resume}: the checkpoint was trained with --{name} "
                 f"{getattr(stored, name)}, not {given} (leave --{name} out when resuming)"
             )
-    return replace(stored, out=config.out, resume=config.resume, device=config.device, quiet=config.quiet)
+    runtime = {name: getattr(config, name) for name in ("out", "resume", "device", "quiet", "step")}
+    return replace(stored, **runtime)
 
 
 def resolve_mode(config: TrainConfig, device: torch.device) -> TrainConfig:

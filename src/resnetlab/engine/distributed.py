@@ -86,6 +86,11 @@ class DistContext:
             dist.destroy_process_group()
             self.owns_group = False
 
+    def synchronize(self) -> None:
+        """Wait for the device to finish what was queued (a no-op on a CPU), e.g. before a clock reading."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Reduce ``tensor`` in place across ranks (a no-op for one process); returns it."""
         if self.distributed:

@@ -126,12 +126,15 @@ def _csv_text(rows: list[dict[str, Any]], header: bool) -> str:
 
 
 class Console:
-    """A tqdm bar on a terminal, one line per log interval otherwise; silent when disabled."""
+    """A tqdm bar on a terminal, one line per log interval otherwise; silent when disabled.
 
-    def __init__(self, total: int, start: int, enabled: bool) -> None:
-        self.enabled = enabled
+    ``label`` starts every line (the net's name in a fleet); ``bar=False`` leaves the bar to another.
+    """
+
+    def __init__(self, total: int, start: int, enabled: bool, *, label: str = "", bar: bool = True) -> None:
+        self.enabled, self.label = enabled, label
         self.bar = None
-        if enabled and sys.stdout.isatty():
+        if enabled and bar and sys.stdout.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, file=sys.stdout)
@@ -159,6 +162,7 @@ class Console:
     def print(self, text: str) -> None:
         if not self.enabled:
             return
+        text = self.label + text
         if self.bar is not None:
             self.bar.write(text)
         else:

@@ -3,7 +3,9 @@
 Each experiment module has ``run(opts, ...) -> record`` (train or reuse what it needs, measure, and
 write ``OUT/<experiment>.json``) and ``section(out, record) -> Section`` (tables, verdicts and figures
 computed from the files alone). :func:`build_report` turns every record found in a folder into one
-report, so ``resnetlab report DIR`` redraws everything without training.
+report, so ``resnetlab report DIR`` redraws everything without training. What the experiments share:
+:mod:`~.options`, :mod:`~.cifar_nets` (the nets), :mod:`~.training` (their runs),
+:mod:`~.finished_runs` (reading them back), :mod:`~.stats` (seed statistics) and :mod:`~.records`.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def build_report(out: Path) -> tuple[Path, Path]:
     Each experiment's tables and verdicts are also stored back into its ``out/<name>.json``.
     """
     from resnetlab import __version__
-    from resnetlab.experiments.common import read_record, record_path, write_record
-    from resnetlab.report import write_report
+    from resnetlab.experiments.records import read_record, record_path, write_record
+    from resnetlab.reporting.report import write_report
 
     out = Path(out)
     if not out.is_dir():

@@ -1,17 +1,26 @@
-"""Table 6 of the paper: CIFAR-10 test error of ResNets by depth, mean ± std over seeds, params."""
+"""Table 6 of the paper: CIFAR-10 test error of ResNets by depth, mean ± std over seeds, params.
+
+The rows come from nets this command trains, or from finished runs trained elsewhere (``--runs``:
+long runs of `resnetlab train` or of the GPU fleet script), each checked and shown with its length
+beside the paper's 64k iterations.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from resnetlab import figures
+from resnetlab.engine.rundir import RUN_FILES, read_summary
 from resnetlab.errors import UserError
-from resnetlab.experiments import common, degradation, shared_budget
-from resnetlab.experiments.common import Net, Options, clearly_above
+from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
+from resnetlab.experiments.cifar_nets import CifarNet, net_of
+from resnetlab.experiments.options import Options
+from resnetlab.experiments.stats import clearly_above
 from resnetlab.models.zoo import model_info
-from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
 
 NAME = "cifar-table"
 CLAIM = (
@@ -20,8 +29,10 @@ CLAIM = (
 )
 TABLE_NOTE = (
     "Ours: mean ± std over seeds of the final test error on the whole test set. The paper chose its "
-    "schedule on a 45k/5k split; its ResNet-110 figure is the best of 5 runs (mean 6.61 ± 0.16)."
+    "schedule on a 45k/5k split; its ResNet-110 figure is the best of 5 runs (mean 6.61 ± 0.16). "
+    "Table 6 has no plain nets and only option A."
 )
+PAPER_RECIPE = "cifar-paper"  # the recipe of Table 6 (see resnetlab.recipes); given runs must use it
 PAPER_TOLERANCE = 1.0  # points of test error within which we call our mean "the paper's number"
 
 
@@ -34,25 +45,93 @@ def paper_row(depth: int) -> tuple[float | None, float | None]:
     return info.paper_params, info.paper_error
 
 
-def run(opts: Options, depths: tuple[int, ...]) -> dict[str, Any]:
-    """Train (or reuse) a ResNet of every depth with every seed; write the record."""
+def _paper(net: CifarNet) -> tuple[float | None, float | None]:
+    """Table 6's (params, test error %) for ``net``: only its option-A ResNets have a row."""
+    return paper_row(net.depth) if net.residual and net.shortcut == "A" else (None, None)
+
+
+def run(opts: Options, depths: tuple[int, ...] = (), runs: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Train (or reuse) a ResNet of every depth with every seed, or take the finished ``runs``
+    (training nothing); write the record."""
     started = time.perf_counter()
-    nets = [Net(d, True) for d in sorted(depths)]
-    iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
-    runs = common.train_all(opts, nets, iterations)
-    record = common.base_record(NAME, opts, iterations, started, runs)
-    record["depths"] = sorted(depths)
-    common.write_record(opts.out, record)
+    if runs:
+        found, dataset = given_runs(runs)
+        seeds = max(sum(1 for n, _ in found if n == net) for net, _ in found)
+        opts = dataclasses.replace(opts, dataset=dataset, seeds=seeds)
+        record = records.base_record(NAME, opts, None, started, found)
+        record["given_runs"] = True
+        record["depths"] = sorted({n.depth for n, _ in found})
+    else:
+        nets = [CifarNet(d, True) for d in sorted(depths)]
+        iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
+        record = records.base_record(
+            NAME, opts, iterations, started, training.train_all(opts, nets, iterations)
+        )
+        record["depths"] = sorted(depths)
+    records.write_record(opts.out, record)
     return record
 
 
-def verdicts(res: dict[Net, degradation.Result], iterations: int) -> list[Verdict]:
-    """Deeper is better (shallowest vs deepest, up to 110 layers); our error near the paper's."""
-    short = iterations < PAPER_ITERATIONS / 10
-    nets = sorted((n for n in res if n.depth <= 110), key=lambda n: n.depth)
+def given_runs(paths: tuple[Path, ...]) -> tuple[dict[tuple[CifarNet, int], Path], str]:
+    """The finished runs of the paper's CIFAR nets in ``paths`` (run directories, or folders holding
+    them directly or in ``runs/``), each checked, by (net, seed); and the one data set they share."""
+    found: dict[tuple[CifarNet, int], Path] = {}
+    datasets: dict[str, Path] = {}
+    for path in _run_dirs(paths):
+        config = finished_runs.read_finished(path).config
+        net = net_of(config.model, config.model_overrides)
+        if net is None:
+            raise UserError(
+                f"{path} trained {config.model} with {config.model_overrides}: not one of the paper's CIFAR "
+                "nets (depth 6n+2, 16/32/64 channels)"
+            )
+        if config.recipe.name != PAPER_RECIPE:
+            raise UserError(
+                f"{path} trained with the {config.recipe.name} recipe: Table 6 rows need the paper's "
+                f"({PAPER_RECIPE}, at any length)"
+            )
+        if (net, config.seed) in found:
+            raise UserError(
+                f"{found[net, config.seed]} and {path} are both {net.label} with seed {config.seed}: give one"
+            )
+        found[net, config.seed] = path
+        datasets.setdefault(config.dataset, path)
+    if len(datasets) > 1:
+        which = ", ".join(f"{path} on {spec}" for spec, path in datasets.items())
+        raise UserError(f"the runs were trained on different data ({which}): give runs on one data set")
+    return found, next(iter(datasets))
+
+
+def _run_dirs(paths: tuple[Path, ...]) -> list[Path]:
+    """Each path that is a run directory, else the run directories in it or in its ``runs/``."""
+    dirs = []
+    for path in paths:
+        if _is_run(path):
+            dirs.append(path)
+            continue
+        inside = sorted(
+            d for base in (path, path / "runs") if base.is_dir() for d in base.iterdir() if _is_run(d)
+        )
+        if not inside:
+            raise UserError(f"{path} is neither a run directory nor a folder of run directories")
+        dirs += inside
+    return dirs
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def verdicts(res: dict[CifarNet, degradation.FinalErrors], lengths: dict[CifarNet, int]) -> list[Verdict]:
+    """Deeper is better (shallowest vs deepest ResNet, up to 110 layers); our error near the paper's.
+    ``lengths``: the iterations each net trained for (the shortest of its seeds)."""
+    nets = sorted(
+        (n for n in res if n.residual and n.shortcut == "A" and n.depth <= 110), key=lambda n: n.depth
+    )
     out = []
     if len(nets) > 1:
         lo, hi = res[nets[0]], res[nets[-1]]
+        short = min(lengths[nets[0]], lengths[nets[-1]]) < PAPER_ITERATIONS / 10
         text = f"{hi.net.label} test error {hi.test} vs {lo.net.label} {lo.test}"
         if clearly_above(lo.test, hi.test):
             out.append(Verdict(f"{text}: deeper is better, as in Table 6: reproduced", True))
@@ -65,12 +144,14 @@ def verdicts(res: dict[Net, degradation.Result], iterations: int) -> list[Verdic
                 )
             )
     for n in sorted(res, key=lambda n: n.depth):
-        paper = paper_row(n.depth)[1]
+        paper = _paper(n)[1]
         if paper is None:
             continue
         ours = 100 * res[n].test.mean
         text = f"{n.label} test error {ours:.2f}% vs the paper's {paper:.2f}%"
-        if short:
+        if lengths[n] < PAPER_ITERATIONS:
+            text += f" after {lengths[n]:,} of the paper's {PAPER_ITERATIONS:,} iterations"
+        if lengths[n] < PAPER_ITERATIONS / 10:
             out.append(Verdict(f"{text}: the budget is far too short to compare with the paper", None))
         else:
             close = abs(ours - paper) <= PAPER_TOLERANCE + 100 * res[n].test.std
@@ -80,39 +161,62 @@ def verdicts(res: dict[Net, degradation.Result], iterations: int) -> list[Verdic
     return out
 
 
+def _length(iterations: int) -> str:
+    """A run's length beside the paper's: '64,000' or '12,800 (shorter than the paper's)'."""
+    return f"{iterations:,}" + ("" if iterations >= PAPER_ITERATIONS else " (shorter than the paper's)")
+
+
 def section(out: Path, record: dict[str, Any]) -> Section:
     """Table 6 rows beside the paper's, a figure of error against depth, the verdicts."""
     res = degradation.results(out, record)
-    nets = sorted(res, key=lambda n: n.depth)
-    iterations = record["budget"]["iterations"]
+    runs = degradation.runs_by_net(out, record)
+    lengths = {n: min(int(read_summary(p)["iterations"]) for p in runs[n]) for n in res}
+    nets = sorted(res, key=lambda n: (not n.residual, n.depth, n.shortcut))
     rows = []
     for n in nets:
-        params, error = paper_row(n.depth)
+        params, error = _paper(n)
         rows.append(
             [
                 n.label,
                 f"{res[n].params / 1e6:.2f}M",
                 "-" if params is None else f"{params / 1e6:.2f}M",
+                _length(lengths[n]),
                 str(res[n].test),
                 "-" if error is None else f"{error:.2f}%",
                 str(res[n].train),
             ]
         )
+    shortest = min(lengths.values())
+    same = len(set(lengths.values())) == 1
     fig = figures.bars(
         [n.label for n in nets],
         [100 * res[n].test.mean for n in nets],
         out / "figures" / "cifar-table.png",
-        f"{record['dataset']}: test error by depth, {iterations:,} iterations, {record['seeds']} seed(s)",
+        f"{record['dataset']}: test error by depth, "
+        + (f"{shortest:,} iterations" if same else "runs of different lengths")
+        + f", {record['seeds']} seed(s)",
         "test error (%)",
         errors=[100 * res[n].test.std for n in nets],
-        reference=[paper_row(n.depth)[1] for n in nets],
+        reference=[_paper(n)[1] for n in nets],
         reference_label="paper (Table 6, 64k iterations)",
     )
+    meta = records.section_meta(record)
+    note = budget_note(shortest) if same else ""
+    if record.get("given_runs"):
+        meta["budget"] = (
+            f"no nets trained: {len(record['runs'])} finished run(s) given with --runs, each with its "
+            f"own length (the iterations column; the paper's is {PAPER_ITERATIONS:,})"
+        )
+        if not same and shortest < PAPER_ITERATIONS:
+            note = (
+                f"Some runs are shorter than the paper's {PAPER_ITERATIONS:,} iterations (marked in the "
+                "iterations column): their errors are not the paper's conditions."
+            )
     return Section(
         title="CIFAR-10 ResNets by depth (Table 6)",
         claim=CLAIM,
-        meta=common.section_meta(record),
-        budget_note=budget_note(iterations),
+        meta=meta,
+        budget_note=note,
         tables=[
             Table(
                 "Table 6 rows",
@@ -120,6 +224,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
                     "net",
                     "params",
                     "paper params",
+                    f"iterations (paper: {PAPER_ITERATIONS:,})",
                     "test error (ours)",
                     "test error (paper)",
                     "training error",
@@ -128,6 +233,6 @@ def section(out: Path, record: dict[str, Any]) -> Section:
                 TABLE_NOTE,
             )
         ],
-        verdicts=verdicts(res, iterations),
-        figures=[Figure(fig, "Test error per depth (bars, mean ± std) and the paper's Table 6 (diamonds).")],
+        verdicts=verdicts(res, lengths),
+        figures=[Figure(fig, "Test error per net (bars, mean ± std) and the paper's Table 6 (diamonds).")],
     )

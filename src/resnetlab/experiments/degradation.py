@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnetlab import figures
 from resnetlab.engine.rundir import read_metrics, read_summary
-from resnetlab.experiments import common, shared_budget
-from resnetlab.experiments.common import Net, Options, Stat, clearly_above
-from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+from resnetlab.experiments import finished_runs, records, shared_budget, training
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.options import Options
+from resnetlab.experiments.stats import Stat, clearly_above
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
 
 NAME = "degradation"
 CLAIM = (
@@ -47,9 +49,9 @@ class DegradationDefaults:
 DEFAULTS = DegradationDefaults()
 
 
-def nets_for(depths: tuple[int, ...]) -> list[Net]:
+def nets_for(depths: tuple[int, ...]) -> list[CifarNet]:
     """Plain and residual net of every depth, shallow first."""
-    return [Net(d, residual) for d in sorted(depths) for residual in (False, True)]
+    return [CifarNet(d, residual) for d in sorted(depths) for residual in (False, True)]
 
 
 def run(opts: Options, depths: tuple[int, ...]) -> dict[str, Any]:
@@ -57,43 +59,43 @@ def run(opts: Options, depths: tuple[int, ...]) -> dict[str, Any]:
     started = time.perf_counter()
     nets = nets_for(depths)
     iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
-    runs = common.train_all(opts, nets, iterations)
-    record = common.base_record(NAME, opts, iterations, started, runs)
+    runs = training.train_all(opts, nets, iterations)
+    record = records.base_record(NAME, opts, iterations, started, runs)
     record["depths"] = sorted(depths)
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 
-def runs_by_net(out: Path, record: dict[str, Any]) -> dict[Net, list[Path]]:
+def runs_by_net(out: Path, record: dict[str, Any]) -> dict[CifarNet, list[Path]]:
     """The record's run folders grouped by net (one per seed), in the record's order."""
-    grouped: dict[Net, list[Path]] = {}
+    grouped: dict[CifarNet, list[Path]] = {}
     for entry in record["runs"]:
-        net = Net(entry["depth"], entry["residual"], entry["shortcut"])
+        net = CifarNet(entry["depth"], entry["residual"], entry["shortcut"])
         grouped.setdefault(net, []).append(out / entry["dir"])
     return grouped
 
 
 @dataclass(frozen=True)
-class Result:
+class FinalErrors:
     """Final errors of one net over its seeds."""
 
-    net: Net
+    net: CifarNet
     train: Stat
     test: Stat
     params: int
 
 
-def results(out: Path, record: dict[str, Any]) -> dict[Net, Result]:
+def results(out: Path, record: dict[str, Any]) -> dict[CifarNet, FinalErrors]:
     """Final training and test errors of every net of the record, from its metrics files."""
     found = {}
     for net, runs in runs_by_net(out, record).items():
-        train = Stat.of([common.final_train_error(read_metrics(r)) for r in runs])
-        test = Stat.of([common.final_test_error(r) for r in runs])
-        found[net] = Result(net, train, test, int(read_summary(runs[0])["params"]))
+        train = Stat.of([finished_runs.final_train_error(read_metrics(r)) for r in runs])
+        test = Stat.of([finished_runs.final_test_error(r) for r in runs])
+        found[net] = FinalErrors(net, train, test, int(read_summary(runs[0])["params"]))
     return found
 
 
-def _ordering(deep: Result, shallow: Result, split: str, claim: str) -> Verdict:
+def _ordering(deep: FinalErrors, shallow: FinalErrors, split: str, claim: str) -> Verdict:
     """Verdict that ``deep`` has a clearly higher error on ``split`` ("train" or "test") than ``shallow``."""
     d, s = getattr(deep, split), getattr(shallow, split)
     what = f"{deep.net.label} {split}{'ing' if split == 'train' else ''} error {d}"
@@ -103,7 +105,7 @@ def _ordering(deep: Result, shallow: Result, split: str, claim: str) -> Verdict:
     return Verdict(f"{what} {relation} {shallow.net.label} {s}: {claim} not reproduced", False)
 
 
-def _residual_fix(plain: Result, resnet: Result) -> Verdict:
+def _residual_fix(plain: FinalErrors, resnet: FinalErrors) -> Verdict:
     text = f"{resnet.net.label} training error {resnet.train}"
     if clearly_above(plain.train, resnet.train):
         return Verdict(f"{text} < {plain.net.label} {plain.train}: residual learning fixes it", True)
@@ -112,7 +114,7 @@ def _residual_fix(plain: Result, resnet: Result) -> Verdict:
     )
 
 
-def _deeper_resnet(deep: Result, shallow: Result, iterations: int) -> Verdict:
+def _deeper_resnet(deep: FinalErrors, shallow: FinalErrors, iterations: int) -> Verdict:
     text = f"{deep.net.label} training error {deep.train} vs {shallow.net.label} {shallow.train}"
     if clearly_above(shallow.train, deep.train):
         return Verdict(f"{text}: the deeper ResNet trains better, as in Fig. 6: reproduced", True)
@@ -125,11 +127,11 @@ def _deeper_resnet(deep: Result, shallow: Result, iterations: int) -> Verdict:
     return Verdict(f"{text}: the deeper ResNet does not train better: not reproduced", False)
 
 
-def verdicts(res: dict[Net, Result], iterations: int) -> list[Verdict]:
+def verdicts(res: dict[CifarNet, FinalErrors], iterations: int) -> list[Verdict]:
     """The paper's claims checked against the data (training error first, then test error)."""
     depths = sorted({n.depth for n in res})
-    plain = {d: res[Net(d, False)] for d in depths if Net(d, False) in res}
-    resnet = {d: res[Net(d, True)] for d in depths if Net(d, True) in res}
+    plain = {d: res[CifarNet(d, False)] for d in depths if CifarNet(d, False) in res}
+    resnet = {d: res[CifarNet(d, True)] for d in depths if CifarNet(d, True) in res}
     lo, hi = depths[0], depths[-1]
     two_plain = lo != hi and lo in plain and hi in plain
     out: list[Verdict] = []
@@ -144,7 +146,7 @@ def verdicts(res: dict[Net, Result], iterations: int) -> list[Verdict]:
     return out
 
 
-def table(res: dict[Net, Result]) -> Table:
+def table(res: dict[CifarNet, FinalErrors]) -> Table:
     rows = [
         [r.net.label, str(r.net.depth), f"{r.params:,}", str(r.train), str(r.test)]
         for r in sorted(res.values(), key=lambda r: (r.net.residual, r.net.depth))
@@ -162,7 +164,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
     """Tables, verdicts and figures of a degradation record, from its metrics files."""
     res = results(out, record)
     grouped = runs_by_net(out, record)
-    curves = {n: common.mean_curve(runs, n.label) for n, runs in grouped.items()}
+    curves = {n: finished_runs.mean_curve(runs, n.label) for n, runs in grouped.items()}
     plain = [curves[n] for n in sorted(curves, key=lambda n: n.depth) if not n.residual]
     resnet = [curves[n] for n in sorted(curves, key=lambda n: n.depth) if n.residual]
     iterations = record["budget"]["iterations"]
@@ -181,7 +183,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
     return Section(
         title="Degradation: plain vs residual nets (Fig. 1, Fig. 6)",
         claim=CLAIM,
-        meta=common.section_meta(record),
+        meta=records.section_meta(record),
         budget_note=budget_note(iterations),
         tables=[table(res)],
         verdicts=verdicts(res, iterations),

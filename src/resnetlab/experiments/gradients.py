@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
-from resnetlab import figures
 from resnetlab.analysis.gradients import LayerGradient, early_late_ratio, gradient_norms
 from resnetlab.engine.distributed import select_device
-from resnetlab.experiments import common, degradation, shared_budget
-from resnetlab.experiments.common import Net, Options
-from resnetlab.report import Figure, Section, Table, Verdict, budget_note
+from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.options import Options
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import Figure, Section, Table, Verdict, budget_note
 
 NAME = "gradients"
 CLAIM = (
@@ -36,12 +37,12 @@ def run(opts: Options, depths: tuple[int, ...], batches: int = 4) -> dict[str, A
     started = time.perf_counter()
     nets = degradation.nets_for(depths)
     iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
-    runs = common.train_all(opts, nets, iterations)
+    runs = training.train_all(opts, nets, iterations)
     device = select_device(opts.device)
     measured = []
     for (net, seed), path in runs.items():
-        trained, ckpt = common.load_trained(path)
-        data = common.split_batches(opts, ckpt, "train", batches * opts.batch_size, opts.batch_size)
+        trained, ckpt = finished_runs.load_trained(path)
+        data = finished_runs.split_batches(opts, ckpt, "train", batches * opts.batch_size, opts.batch_size)
         torch.manual_seed(seed)  # the run's seed, as the engine seeds before building the net
         fresh = net.build(len(ckpt["classes"]))
         at_init = gradient_norms(fresh.to(device), data, device)
@@ -56,18 +57,18 @@ def run(opts: Options, depths: tuple[int, ...], batches: int = 4) -> dict[str, A
                 "trained": [g.norm for g in after],
             }
         )
-    record = common.base_record(NAME, opts, iterations, started, runs)
+    record = records.base_record(NAME, opts, iterations, started, runs)
     record |= {"depths": sorted(depths), "batches": batches}
     record["gradients"] = measured
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 
-def mean_norms(record: dict[str, Any], moment: str) -> dict[Net, list[LayerGradient]]:
+def mean_norms(record: dict[str, Any], moment: str) -> dict[CifarNet, list[LayerGradient]]:
     """Per net, the layers' gradient norms at ``moment`` ("init" or "trained"), mean over seeds."""
-    per_net: dict[Net, list[dict[str, Any]]] = {}
+    per_net: dict[CifarNet, list[dict[str, Any]]] = {}
     for m in record["gradients"]:
-        per_net.setdefault(Net(m["depth"], m["residual"]), []).append(m)
+        per_net.setdefault(CifarNet(m["depth"], m["residual"]), []).append(m)
     means = {}
     for net, runs in per_net.items():
         norms = [statistics.fmean(v) for v in zip(*(r[moment] for r in runs), strict=True)]
@@ -85,7 +86,7 @@ def verdicts(record: dict[str, Any]) -> list[Verdict]:
     for moment, when in (("init", "at initialisation"), ("trained", f"after {iterations:,} iterations")):
         norms = mean_norms(record, moment)
         for d in sorted({n.depth for n in norms}):
-            p, r = Net(d, False), Net(d, True)
+            p, r = CifarNet(d, False), CifarNet(d, True)
             if p not in norms or r not in norms:
                 continue
             pr, rr = early_late_ratio(norms[p]), early_late_ratio(norms[r])
@@ -126,7 +127,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
     return Section(
         title="Gradient norms per layer (Sec. 4.1)",
         claim=CLAIM,
-        meta=common.section_meta(record),
+        meta=records.section_meta(record),
         budget_note=budget_note(iterations),
         tables=[
             Table(

@@ -18,15 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnetlab import figures
 from resnetlab.data.datasets import load_dataset
 from resnetlab.engine.distributed import select_device
 from resnetlab.errors import UserError
-from resnetlab.experiments import common, degradation, shared_budget
-from resnetlab.experiments.common import Net, Options, Stat, clearly_above
+from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
+from resnetlab.experiments.cifar_nets import CifarNet, check_depth
+from resnetlab.experiments.options import Options
+from resnetlab.experiments.stats import Stat, clearly_above
 from resnetlab.models import ResNet
 from resnetlab.models.blocks import BasicBlock
-from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
 
 NAME = "identity"
 CLAIM = (
@@ -149,9 +151,9 @@ def run(
     if depths is not None:
         nets = degradation.nets_for(depths)
         iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
-        runs = common.train_all(opts, nets, iterations)
+        runs = training.train_all(opts, nets, iterations)
         construction = measure_construction(opts, runs, depths, train_images)
-    record = common.base_record(NAME, opts, iterations, started, runs)
+    record = records.base_record(NAME, opts, iterations, started, runs)
     record["learn"] = {
         "ks": list(ks),
         "width": width,
@@ -161,7 +163,7 @@ def run(
         "rows": learned,
     }
     record["construction"] = construction
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 
@@ -174,7 +176,7 @@ def deepen(model: ResNet, depth: int) -> ResNet:
     running statistics and scale cancel out; its ReLUs pass the non-negative input unchanged.
     """
     config = model.config
-    deep = ResNet(**{**config, "layers": [(common.check_depth(depth) - 2) // 6] * len(config["layers"])})
+    deep = ResNet(**{**config, "layers": [(check_depth(depth) - 2) // 6] * len(config["layers"])})
     deep.load_state_dict(model.state_dict(), strict=False)  # the added blocks keep their own weights
     with torch.no_grad():
         for name, old in zip(model.stage_names, config["layers"], strict=True):
@@ -205,7 +207,7 @@ def _train_error(model: ResNet, batches: Any, device: torch.device) -> tuple[flo
 
 
 def measure_construction(
-    opts: Options, runs: dict[tuple[Net, int], Path], depths: tuple[int, int], train_images: int
+    opts: Options, runs: dict[tuple[CifarNet, int], Path], depths: tuple[int, int], train_images: int
 ) -> dict[str, Any]:
     """Training error of the shallow nets, their identity-deepened copies and the deep nets from scratch."""
     shallow_depth, deep_depth = depths
@@ -214,10 +216,10 @@ def measure_construction(
     for (net, seed), path in runs.items():
         if net.depth != shallow_depth:
             continue
-        shallow, ckpt = common.load_trained(path)
-        batches = common.split_batches(opts, ckpt, "train", train_images)
+        shallow, ckpt = finished_runs.load_trained(path)
+        batches = finished_runs.split_batches(opts, ckpt, "train", train_images)
         scored = len(batches.images)
-        scratch, _ = common.load_trained(runs[Net(deep_depth, net.residual), seed])
+        scratch, _ = finished_runs.load_trained(runs[CifarNet(deep_depth, net.residual), seed])
         e_shallow, logits = _train_error(shallow, batches, device)
         e_built, built_logits = _train_error(deepen(shallow, deep_depth), batches, device)
         e_scratch, _ = _train_error(scratch, batches, device)
@@ -246,7 +248,7 @@ def construction_verdicts(construction: dict[str, Any], iterations: int) -> tupl
     verdicts = []
     for residual in (False, True):
         rows = [r for r in construction["rows"] if r["residual"] == residual]
-        small, big = Net(lo, residual), Net(hi, residual)
+        small, big = CifarNet(lo, residual), CifarNet(hi, residual)
         shallow, built, scratch = (Stat.of([r[k] for r in rows]) for k in ("shallow", "built", "scratch"))
         diff = max(r["max_logit_diff"] for r in rows)
         extra = f"{(hi - lo) // 2} zero-gamma residual blocks" if residual else f"{hi - lo} identity layers"
@@ -343,7 +345,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
     sec = Section(
         title="Identity mappings and the construction argument (Sec. 1, Sec. 3.1)",
         claim=CLAIM,
-        meta=common.section_meta(record),
+        meta=records.section_meta(record),
         tables=[
             Table(
                 "Part 1: remaining error after learning the identity", ["K blocks", "plain", "residual"], rows

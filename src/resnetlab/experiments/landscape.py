@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from resnetlab import figures
 from resnetlab.analysis.landscape import (
     evaluate_loss,
     filter_normalized_direction,
@@ -36,10 +35,11 @@ from resnetlab.data.loader import seeded_generator
 from resnetlab.engine.distributed import select_device
 from resnetlab.engine.precision import choose_mode
 from resnetlab.errors import UserError
-from resnetlab.experiments import common, trained_nets
-from resnetlab.experiments.common import Options
+from resnetlab.experiments import records, trained_nets
+from resnetlab.experiments.options import Options
 from resnetlab.experiments.trained_nets import TrainedNet
-from resnetlab.report import Figure, Section, Table, Verdict
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import Figure, Section, Table, Verdict
 
 NAME = "landscape"
 # Sized for 2 CPU cores (measured on the 20-layer pair, AVX512-BF16): 484 bf16 passes over 512 images
@@ -177,7 +177,7 @@ def run(
         nets=measured,
     )
     record |= clock.record()
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 

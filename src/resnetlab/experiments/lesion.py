@@ -35,15 +35,15 @@ from typing import Any
 
 import torch
 
-from resnetlab import figures
 from resnetlab.analysis.lesion import BlockSite, block_sites, lesion_errors
 from resnetlab.data.loader import seeded_generator
 from resnetlab.engine.distributed import select_device
 from resnetlab.engine.precision import choose_mode
-from resnetlab.experiments import common, trained_nets
-from resnetlab.experiments.common import Options
+from resnetlab.experiments import records, trained_nets
+from resnetlab.experiments.options import Options
 from resnetlab.experiments.trained_nets import TrainedNet
-from resnetlab.report import Figure, Section, Table, Verdict
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import Figure, Section, Table, Verdict
 
 NAME = "lesion"
 TWIN_RATIO = 0.25
@@ -156,7 +156,7 @@ def run(
         nets=measured,
     )
     record |= clock.record()
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 

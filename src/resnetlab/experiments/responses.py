@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resnetlab import figures
 from resnetlab.analysis.responses import layer_responses
 from resnetlab.engine.distributed import select_device
-from resnetlab.experiments import common, degradation, responses_nets, shared_budget
-from resnetlab.experiments.common import Net, Options
+from resnetlab.experiments import degradation, finished_runs, records, responses_nets, shared_budget, training
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.options import Options
 from resnetlab.experiments.responses_claim import CLAIM, smaller
-from resnetlab.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
 
 NAME = "responses"
 
@@ -39,43 +40,43 @@ def run(
     started = time.perf_counter()
     nets = degradation.nets_for(depths)
     iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
-    runs = common.train_all(opts, nets, iterations)
+    runs = training.train_all(opts, nets, iterations)
     device = select_device(opts.device)
     measured = []
     for (net, seed), path in runs.items():
-        model, ckpt = common.load_trained(path)
-        batches = common.split_batches(opts, ckpt, "test", test_images)
+        model, ckpt = finished_runs.load_trained(path)
+        batches = finished_runs.split_batches(opts, ckpt, "test", test_images)
         layers = layer_responses(model.to(device), batches, device)
         measured.append(
             {"depth": net.depth, "residual": net.residual, "seed": seed, "stds": [r.std for r in layers]}
         )
-    record = common.base_record(NAME, opts, iterations, started, runs)
+    record = records.base_record(NAME, opts, iterations, started, runs)
     record |= {"depths": sorted(depths), "test_images": test_images}
     record["responses"] = measured
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 
-def mean_stds(record: dict[str, Any]) -> dict[Net, list[float]]:
+def mean_stds(record: dict[str, Any]) -> dict[CifarNet, list[float]]:
     """Each net's per-layer response std, averaged over seeds."""
-    per_net: dict[Net, list[list[float]]] = {}
+    per_net: dict[CifarNet, list[list[float]]] = {}
     for m in record["responses"]:
-        per_net.setdefault(Net(m["depth"], m["residual"]), []).append(m["stds"])
+        per_net.setdefault(CifarNet(m["depth"], m["residual"]), []).append(m["stds"])
     return {net: [statistics.fmean(v) for v in zip(*runs, strict=True)] for net, runs in per_net.items()}
 
 
-def verdicts(stds: dict[Net, list[float]], iterations: int) -> list[Verdict]:
+def verdicts(stds: dict[CifarNet, list[float]], iterations: int) -> list[Verdict]:
     """ResNet below plain at every depth; the deeper ResNet below the shallower one."""
     short = iterations < PAPER_ITERATIONS / 10
     mean = {net: statistics.fmean(v) for net, v in stds.items()}
     depths = sorted({n.depth for n in stds})
     out = []
     for d in depths:
-        p, r = Net(d, False), Net(d, True)
+        p, r = CifarNet(d, False), CifarNet(d, True)
         if p in mean and r in mean:
             claim = "smaller responses of the residual net"
             out.append(smaller((r.label, mean[r]), (p.label, mean[p]), claim, short))
-    lo, hi = Net(depths[0], True), Net(depths[-1], True)
+    lo, hi = CifarNet(depths[0], True), CifarNet(depths[-1], True)
     if lo != hi and lo in mean and hi in mean:
         claim = "smaller responses of the deeper ResNet"
         out.append(smaller((hi.label, mean[hi]), (lo.label, mean[lo]), claim, short))
@@ -108,7 +109,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
     return Section(
         title="Layer responses (Fig. 7)",
         claim=CLAIM,
-        meta=common.section_meta(record),
+        meta=records.section_meta(record),
         budget_note=budget_note(iterations),
         tables=[
             Table(

@@ -3,7 +3,7 @@ here (:mod:`resnetlab.experiments.responses`) and given trained nets (:mod:`.res
 
 from __future__ import annotations
 
-from resnetlab.report import Verdict
+from resnetlab.reporting.report import Verdict
 
 CLAIM = (
     "The std of the 3x3 layers' responses (after BN, before ReLU/addition) on the CIFAR-10 test set is "

@@ -18,18 +18,18 @@ from typing import Any
 
 import torch
 
-from resnetlab import figures
 from resnetlab.analysis.responses import measure_responses
 from resnetlab.engine.distributed import device_name, select_device
 from resnetlab.engine.rundir import environment
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
-from resnetlab.experiments import common
-from resnetlab.experiments.common import Options
+from resnetlab.experiments import records
+from resnetlab.experiments.options import Options
 from resnetlab.experiments.responses_claim import CLAIM, smaller
-from resnetlab.inference import checkpoint_batches
-from resnetlab.report import Figure, Section, Table, Verdict
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import Figure, Section, Table, Verdict
 from resnetlab.weights import load_weights
+from resnetlab.weights.inference import checkpoint_batches
 
 OURS = "resnetlab"  # the source of weights trained by this library (no provenance in the file)
 
@@ -117,7 +117,7 @@ def run(opts: Options, refs: tuple[str, ...], dataset: str | None, test_images: 
         "nets": nets,
         "wall_time_s": time.perf_counter() - started,
     }
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 

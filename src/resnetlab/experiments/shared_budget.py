@@ -17,15 +17,20 @@ from resnetlab.atomic import atomic_write
 from resnetlab.engine.budget import SAFETY_MARGIN, fit_iterations, measure_speed
 from resnetlab.engine.distributed import DistContext, device_name, select_device
 from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.fleet import Fleet
 from resnetlab.engine.run_data import load_run_data
 from resnetlab.engine.step import TrainStep
 from resnetlab.errors import UserError
-from resnetlab.experiments.common import Net, Options, train_config
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.options import Options
+from resnetlab.experiments.training import train_config
 
 RUN_OVERHEAD_S = 5.0  # per run: loading the data, fitting the normaliser, checkpoints, the summary
 
 
-def resolve_iterations(opts: Options, nets: list[Net], default: int, started: float | None = None) -> int:
+def resolve_iterations(
+    opts: Options, nets: list[CifarNet], default: int, started: float | None = None
+) -> int:
     """The iteration count every run of a reproduction gets (all alike, so comparisons are fair).
 
     ``--budget-minutes`` covers the whole reproduction from ``started`` (a ``time.perf_counter()``
@@ -52,7 +57,7 @@ def resolve_iterations(opts: Options, nets: list[Net], default: int, started: fl
     return int(plans[key])
 
 
-def plan_iterations(opts: Options, nets: list[Net], started: float | None = None) -> int:
+def plan_iterations(opts: Options, nets: list[CifarNet], started: float | None = None) -> int:
     """Iterations per run such that all runs (every net, every seed) fit in ``opts.budget_minutes``,
     counted from ``started`` (default: now)."""
     started = time.perf_counter() if started is None else started
@@ -67,8 +72,9 @@ def plan_iterations(opts: Options, nets: list[Net], started: float | None = None
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         limit = 2 * data.eval.batch_size
         speed = measure_speed(
-            TrainStep(model, optimizer, amp=probe.amp, channels_last=probe.channels_last),
-            data.train,
+            Fleet(
+                [TrainStep(model, optimizer, amp=probe.amp, channels_last=probe.channels_last)], data.train
+            ),
             lambda m=model, lim=limit: evaluate(
                 m, data.eval, device, len(data.classes), limit=lim, amp=probe.amp
             )["images"],

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resnetlab import figures
-from resnetlab.experiments import common, degradation, shared_budget
-from resnetlab.experiments.common import Net, Options, Stat, clearly_above
-from resnetlab.report import Figure, Section, Table, Verdict, budget_note
+from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.options import Options
+from resnetlab.experiments.stats import Stat, clearly_above
+from resnetlab.reporting import figures
+from resnetlab.reporting.report import Figure, Section, Table, Verdict, budget_note
 
 NAME = "shortcuts"
 CLAIM = (
@@ -37,8 +39,8 @@ DESCRIPTION = {
 }
 
 
-def nets_for(depth: int) -> list[Net]:
-    return [Net(depth, False), *(Net(depth, True, option) for option in OPTIONS)]
+def nets_for(depth: int) -> list[CifarNet]:
+    return [CifarNet(depth, False), *(CifarNet(depth, True, option) for option in OPTIONS)]
 
 
 def run(opts: Options, depth: int = 20) -> dict[str, Any]:
@@ -46,19 +48,19 @@ def run(opts: Options, depth: int = 20) -> dict[str, Any]:
     started = time.perf_counter()
     nets = nets_for(depth)
     iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
-    runs = common.train_all(opts, nets, iterations)
-    record = common.base_record(NAME, opts, iterations, started, runs)
+    runs = training.train_all(opts, nets, iterations)
+    record = records.base_record(NAME, opts, iterations, started, runs)
     record["depth"] = depth
-    common.write_record(opts.out, record)
+    records.write_record(opts.out, record)
     return record
 
 
-def _key(net: Net) -> str:
+def _key(net: CifarNet) -> str:
     return net.shortcut if net.residual else "plain"
 
 
-def _label(net: Net) -> str:
-    """Net labels with option A spelled out, as this comparison needs."""
+def _label(net: CifarNet) -> str:
+    """The nets' labels with option A spelled out, as this comparison needs."""
     return f"{net.label} (A)" if net.residual and net.shortcut == "A" else net.label
 
 
@@ -71,7 +73,7 @@ def _order(better: Stat, worse: Stat, text: str) -> Verdict:
     return Verdict(f"{text}: within noise (the paper's gaps are 0.3-0.5 points): cannot tell", None)
 
 
-def verdicts(res: dict[str, degradation.Result]) -> list[Verdict]:
+def verdicts(res: dict[str, degradation.FinalErrors]) -> list[Verdict]:
     """Every option beats plain; B beats A; C beats B (test error)."""
     out = []
     if "plain" in res:
@@ -128,7 +130,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
         [
             (
                 "training (thin) and test (bold) error",
-                [common.mean_curve(grouped[res[k].net], _label(res[k].net)) for k in keys],
+                [finished_runs.mean_curve(grouped[res[k].net], _label(res[k].net)) for k in keys],
             )
         ],
         out / "figures" / "shortcuts-curves.png",
@@ -137,7 +139,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
     return Section(
         title="Shortcut options A, B, C (Table 3)",
         claim=CLAIM,
-        meta=common.section_meta(record),
+        meta=records.section_meta(record),
         budget_note=budget_note(iterations),
         tables=[
             Table(

@@ -1,7 +1,7 @@
 """The registry of the paper's networks: `build_model(name, **overrides)` and `list_models()`.
 
 Architectures only: loading weights (``resnetlab.create_model(name, pretrained=...)``) lives a layer
-above, in :mod:`resnetlab.hub`, so this package imports nothing of the weights machinery.
+above, in :mod:`resnetlab.weights.hub`, so this package imports nothing of the weights machinery.
 
 Each entry is a dict of :class:`~resnetlab.models.resnet.ResNet` arguments plus what the paper says
 about the net, so a new variant is one line and every entry is covered by the parametrized tests.

@@ -45,7 +45,7 @@ class Verdict:
 
 @dataclass
 class Figure:
-    """A PNG written by :mod:`resnetlab.figures` and its caption."""
+    """A PNG written by :mod:`resnetlab.reporting.figures` and its caption."""
 
     path: Path
     caption: str

@@ -4,7 +4,7 @@ Everything comes from the checkpoint itself: the network (``model_config``), its
 normaliser fitted on its training data and the input size, so no training code or config is needed.
 The user-facing API behind ``resnetlab eval`` and ``resnetlab predict``; the evaluation loop itself is
 :func:`resnetlab.engine.evaluate.evaluate`, and inference-time rewrites (BN folding) are
-:mod:`resnetlab.folding`.
+:mod:`resnetlab.weights.folding`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The public constructors: ``create_model(name, pretrained=...)`` and the torch.hub entry points.
 
-They sit above both the architectures (:mod:`resnetlab.models`) and the weights registry
-(:mod:`resnetlab.weights`, which builds nets to load into), so neither of those imports the other's
-user-facing API and there is no import cycle.
+They sit above both the architectures (:mod:`resnetlab.models`) and the weights loader
+(:mod:`resnetlab.weights.loading`, which builds nets to load into), so neither of those imports the
+other's user-facing API and there is no import cycle.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from resnetlab.errors import UserError
 from resnetlab.models import ResNet, build_model, model_info
-from resnetlab.weights import pretrained_model
+from resnetlab.weights.loading import pretrained_model
 
 
 def create_model(name: str, pretrained: bool | str | Path = False, **overrides: Any) -> ResNet:

@@ -1,0 +1,99 @@
+"""The experiment records: one JSON file per reproduction in its output folder, from which its report
+section is redrawn."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnetlab.atomic import atomic_write
+from resnetlab.engine.distributed import device_name, select_device
+from resnetlab.engine.rundir import environment, read_summary
+from resnetlab.errors import UserError
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.options import Options
+
+
+def record_path(out: Path, experiment: str) -> Path:
+    """Where the record of ``experiment`` lives: ``OUT/EXPERIMENT.json``."""
+    return out / f"{experiment}.json"
+
+
+def run_entries(out: Path, runs: dict[tuple[CifarNet, int], Path]) -> list[dict[str, Any]]:
+    """How a record lists its runs: the net, the seed and the run folder, relative to ``out`` when it
+    is inside it, else absolute (runs trained elsewhere)."""
+    return [
+        {
+            "depth": n.depth,
+            "residual": n.residual,
+            "shortcut": n.shortcut,
+            "seed": s,
+            "dir": str(p.relative_to(out) if p.is_relative_to(out) else p.resolve()),
+        }
+        for (n, s), p in runs.items()
+    ]
+
+
+def base_record(
+    experiment: str,
+    opts: Options,
+    iterations: int | None,
+    started: float,
+    runs: dict[tuple[CifarNet, int], Path] | None = None,
+) -> dict[str, Any]:
+    """What every record holds: command, environment, budget, options, runs and wall times."""
+    env = environment(device_name(select_device(opts.device)), 1)
+    runs = runs or {}
+    return {
+        "experiment": experiment,
+        **env,
+        "torch_threads": torch.get_num_threads(),
+        "dataset": opts.dataset,
+        "seeds": opts.seeds,
+        "batch_size": opts.batch_size,
+        "budget": {
+            "iterations": iterations,
+            "minutes": opts.budget_minutes,
+            "requested_iterations": opts.budget_iterations,
+        },
+        "runs": run_entries(opts.out, runs),
+        "runs_wall_time_s": sum(read_summary(p)["wall_time_s"] for p in runs.values()),
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def write_record(out: Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` (atomically) where :func:`record_path` says; returns that path."""
+    path = record_path(out, record["experiment"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A record as written; a missing or corrupt file is a UserError saying how to rewrite it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UserError(f"{path} is missing or corrupt: rerun the reproduce command that writes it") from None
+
+
+def section_meta(record: dict[str, Any]) -> dict[str, str]:
+    """The report lines every section starts with."""
+    budget = record["budget"]
+    how = f"{budget['iterations']:,} iterations per run" if budget["iterations"] else "no nets trained"
+    if budget["minutes"] and budget["iterations"]:
+        how += f" (from --budget-minutes {budget['minutes']:g} for the whole reproduction)"
+    return {
+        "command": record["command"],
+        "versions": f"resnetlab {record['resnetlab_version']}, torch {record['torch_version']}",
+        "device": f"{record['device']} ({record['torch_threads']} threads)",
+        "dataset": record["dataset"],
+        "budget": f"{how}, batch {record['batch_size']}, {record['seeds']} seed(s)",
+        "wall time": f"{record['wall_time_s']:.0f} s for this command; its runs trained for "
+        f"{record['runs_wall_time_s']:.0f} s in all (reused runs count where they were first trained)",
+    }
