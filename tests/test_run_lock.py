@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cli_runner import run_cli
-from resnetlab.engine import train
+from resnetlab.engine import train, train_fleet
 from resnetlab.engine.runlock import LOCK_NAME, RunLock
 from resnetlab.errors import UserError
 from tiny import DATA, after_each_step, interrupt_after, tiny_config
@@ -142,3 +142,14 @@ def test_another_model_is_not_trained_into_a_run_directory_without_overwrite(tmp
 
     assert train_cli(out, "--model", "resnet32", *RUN, "--overwrite") == (0, "")
     assert yaml.safe_load((out / "config.yaml").read_text())["model"] == "resnet32"
+
+
+def test_a_fleet_with_one_held_directory_trains_none_and_frees_the_others(tmp_path):
+    free, held = tmp_path / "free", tmp_path / "held"
+    configs = [tiny_config(free), tiny_config(held, model="plain20")]
+    held.mkdir()
+    with holder(held) as proc:
+        with pytest.raises(UserError, match=f"{held} is in use .*pid {proc.pid}"):
+            train_fleet(configs)
+        assert not (free / "checkpoint.pt").exists() and not (free / LOCK_NAME).exists()
+    assert [r.out for r in train_fleet(configs)] == [free, held]  # both free again
