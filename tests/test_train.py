@@ -135,6 +135,14 @@ def test_finished_run_is_reused_not_retrained(tmp_path):
     )
 
 
+def test_finished_run_is_reused_wherever_its_data_is_found(tmp_path):
+    # data_dir is where the dataset lives, not what it is: the same run found through another
+    # folder (or the environment variable instead of the flag) is still this run.
+    first = train(tiny_config(tmp_path / "run", data_dir=str(tmp_path / "here")))
+    again = train(tiny_config(tmp_path / "run", data_dir=None))
+    assert again.summary == first.summary
+
+
 def test_finished_run_with_other_config_is_refused_unless_overwrite(tmp_path):
     train(tiny_config(tmp_path))
     with pytest.raises(UserError, match="differs in recipe"):

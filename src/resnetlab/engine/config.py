@@ -20,8 +20,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 NORMALIZATIONS = ("per-pixel", "per-channel")
 STEP_MODES = ("auto", "eager", "graph")
 # Fields that say where and how a run executes, not what it computes: a finished run is reused
-# when everything else matches, and a resume may change them.
-RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet", "device", "mode_reason", "step")
+# when everything else matches, and a resume may change them. data_dir says where the dataset is
+# found, not what it is (the official files are checked against their MD5s wherever they are).
+RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet", "device", "mode_reason", "step", "data_dir")
 # Defaults of the intervals a run leaves to choose (see resolve_intervals): intermediate evaluation
 # and checkpoints stay a small share of the run's wall time whatever its length.
 DEFAULT_EVALUATIONS = 20  # evaluations per run at most, the final one included
