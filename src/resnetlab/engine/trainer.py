@@ -271,7 +271,7 @@ class _Trainer:
                 c.iterations if i == 0 else 0,
                 self.iteration,
                 main and not c.quiet,
-                label=f"{run.name}: " if labelled else "",
+                label=f"{run.config.out.name}: " if labelled else "",  # unique, unlike model names
                 bar=i == 0,
             )
             run.start(self.iteration, console)
