@@ -97,6 +97,25 @@ def test_graph_step_trains_as_the_eager_step(tmp_path: Path, float64_default) ->
     assert torch.equal(a["bn1.num_batches_tracked"], b["bn1.num_batches_tracked"])
 
 
+def test_an_eager_checkpoint_resumes_in_the_graph_step(tmp_path: Path, monkeypatch, float64_default) -> None:
+    # The step mode is a runtime choice: torch's SGD state loads into the graph step's fixed buffers.
+    common = {"precision": "fp32", "memory_format": "contiguous", "checkpoint_every": 3}
+    straight = train(tiny_config(tmp_path / "straight", step="eager", **common))
+    config = tiny_config(tmp_path / "switched", step="eager", **common)
+
+    def ctrl_c(trainer) -> None:
+        if trainer.iteration == 6:
+            trainer.interrupt.requested = True
+
+    with monkeypatch.context() as patch:
+        after_each_step(patch, ctrl_c)
+        with pytest.raises(Interrupted):
+            train(config)
+    switched = train(replace(config, resume=config.out, step="graph"))
+    assert switched.summary["step"] == "graph"
+    assert _worst(straight.model.state_dict(), switched.model.state_dict()) < 1e-9
+
+
 def test_a_fleet_trains_each_net_as_its_own_run_would(tmp_path: Path) -> None:
     plain = {"model": "plain20"}
     alone = [
