@@ -34,8 +34,22 @@ pytestmark = pytest.mark.slow
 DATA = "synthetic:256,128,8,10"
 K = 6
 ARGS = (
-    "--model", "resnet20", "--dataset", DATA, "--batch-size", "32", "--iterations", str(K),
-    "--log-every", "1", "--eval-every", "100", "--deterministic", "--quiet", "--precision", "fp32",
+    "--model",
+    "resnet20",
+    "--dataset",
+    DATA,
+    "--batch-size",
+    "32",
+    "--iterations",
+    str(K),
+    "--log-every",
+    "1",
+    "--eval-every",
+    "100",
+    "--deterministic",
+    "--quiet",
+    "--precision",
+    "fp32",
 )  # fmt: skip  (the bounds below are float32's; real processes don't see conftest's fake CPU)
 
 

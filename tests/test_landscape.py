@@ -25,7 +25,7 @@ from resnetlab.analysis.landscape import (
     scan,
 )
 from resnetlab.experiments import landscape
-from tiny_nets import net_entry, tiny_net, twin_runs
+from tiny_nets import count_measurements, net_entry, tiny_net, twin_runs
 
 
 def _filter_norms(t: torch.Tensor) -> torch.Tensor:
@@ -249,3 +249,19 @@ def test_verdicts_judge_56_layers_and_report_20() -> None:
     assert "plain-56 0.4000 vs plain-20 0.0500" in got[2].text
     nets[3]["hessian"]["ratio"] = 0.5
     assert landscape.verdicts(nets)[1].holds is False
+
+
+def test_a_rerun_reuses_each_nets_scan_unless_the_settings_change(
+    nets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured = count_measurements(monkeypatch, landscape)
+    small = ["--images", "16", "--grid", "3", "--hessian-steps", "3", "--batch-size", "16", "--quiet"]
+    base = ["reproduce", "landscape", "--out", str(tmp_path), "--nets", str(nets["plain14"]), *small]
+    assert run_cli(base)[0] == 0
+    first = json.loads((tmp_path / "landscape.json").read_text())["nets"][0]
+    assert run_cli(base)[0] == 0
+    again = json.loads((tmp_path / "landscape.json").read_text())["nets"][0]
+    assert measured == ["plain-14"] and again["reused"]
+    assert again["grid"] == first["grid"] and again["hessian"] == first["hessian"]
+    assert run_cli([*base, "--span", "0.5"])[0] == 0
+    assert measured == ["plain-14", "plain-14"]

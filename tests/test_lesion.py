@@ -21,9 +21,11 @@ from resnetlab.analysis.lesion import (
     lesion_errors,
     lesioned_logits,
 )
-from resnetlab.experiments import lesion
+from resnetlab.engine.state import model_from_checkpoint
+from resnetlab.experiments import lesion, net_measurements
+from resnetlab.experiments.trained_nets import TrainedNet
 from resnetlab.models.blocks import ZeroPadShortcut
-from tiny_nets import DATA, net_entry, tiny_net, twin_runs
+from tiny_nets import DATA, checkpoint, count_measurements, net_entry, tiny_net, twin_runs
 
 
 def _zero_residual_branch(model: torch.nn.Module, index: int) -> torch.nn.Module:
@@ -196,3 +198,48 @@ def test_verdicts_judge_each_resnet_against_its_plain_twin() -> None:
     nets[1] = _entry("ResNet-20", 20, True, 0.09, 0.7, 0.8, [0.7, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
     holds = [v.holds for v in lesion.verdicts(nets)]
     assert holds == [False, True, True, False]
+
+
+def test_a_rerun_measures_only_the_nets_it_has_not_measured_with_these_settings(
+    nets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured = count_measurements(monkeypatch, lesion)
+    base = ["reproduce", "lesion", "--out", str(tmp_path), "--quiet", "--eval-limit", "40", "--draws", "2"]
+    plain, res = str(nets["plain14"]), str(nets["resnet14"])
+    assert run_cli([*base, "--nets", plain])[0] == 0
+    alone = json.loads((tmp_path / "lesion.json").read_text())["nets"][0]
+    assert run_cli([*base, "--nets", f"{plain},{res}"])[0] == 0
+    assert measured == ["plain-14", "ResNet-14"]  # plain-14 was not measured twice
+    record = json.loads((tmp_path / "lesion.json").read_text())
+    kept = record["nets"][0]
+    assert kept["reused"] and "reused" not in record["nets"][1]
+    assert kept["blocks"] == alone["blocks"] and kept["k_curve"] == alone["k_curve"]
+    assert "measured earlier and reused: plain-14" in (tmp_path / "report.md").read_text()
+    # other settings are other measurements
+    assert run_cli([*base[:-1], "3", "--nets", f"{plain},{res}"])[0] == 0
+    assert measured == ["plain-14", "ResNet-14", "plain-14", "ResNet-14"]
+    # a kept file that is corrupt is measured again, not trusted and not an error
+    for f in (tmp_path / "lesion-nets").iterdir():
+        f.write_text("{not json")
+    assert run_cli([*base, "--nets", plain])[0] == 0
+    assert measured[-1] == "plain-14"
+
+
+def test_the_net_hash_sees_architecture_normalisation_and_every_tensor() -> None:
+    def loaded(ckpt: dict) -> TrainedNet:
+        return TrainedNet({}, ckpt, model_from_checkpoint(ckpt))
+
+    res = loaded(checkpoint(2, True))
+    before = net_measurements.net_sha256(res)
+    assert net_measurements.net_sha256(loaded(checkpoint(2, True))) == before
+    plain = loaded(checkpoint(2, False))  # the very same tensors, without the shortcuts
+    tensors = plain.model.state_dict(), res.model.state_dict()
+    assert tensors[0].keys() == tensors[1].keys()
+    assert all(torch.equal(t, tensors[1][name]) for name, t in tensors[0].items())
+    assert net_measurements.net_sha256(plain) != before
+    other = checkpoint(2, True)
+    other["normalizer"]["mean"] = other["normalizer"]["mean"] + 0.01
+    assert net_measurements.net_sha256(loaded(other)) != before
+    with torch.no_grad():
+        res.model.bn1.running_mean[0] += 1e-6  # a buffer, not a parameter
+    assert net_measurements.net_sha256(res) != before

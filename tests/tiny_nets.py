@@ -89,3 +89,17 @@ def net_entry(label: str, depth: int, residual: bool, source: str = "resnetlab",
         "iterations": 1,
         **measured,
     }
+
+
+def count_measurements(monkeypatch, study) -> list[str]:
+    """Wrap ``study._measure`` (a lesion or landscape module) so that every net it measures is
+    recorded: the returned list of labels grows with each measurement."""
+    measured: list[str] = []
+    real = study._measure
+
+    def counting(net, *args, **kwargs):
+        measured.append(net.info["label"])
+        return real(net, *args, **kwargs)
+
+    monkeypatch.setattr(study, "_measure", counting)
+    return measured

@@ -196,7 +196,12 @@ def _add_studies(experiments: argparse._SubParsersAction) -> None:
         e.add_argument("--dataset", help=f"{SPEC_HELP} (default: each net's own)")
         e.add_argument("--data-dir", help="where datasets are cached or downloaded (default: the library's)")
         e.add_argument(
-            "--out", type=Path, default=Path("runs") / name, help="output folder (default: %(default)s)"
+            "--out",
+            type=Path,
+            default=Path("runs") / name,
+            help="output folder (default: %(default)s); each net's measurement is kept there as it "
+            "finishes, and the command run again (or with more nets) reuses those made with the same "
+            "net and settings",
         )
         e.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
         e.add_argument(

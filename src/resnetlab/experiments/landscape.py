@@ -35,7 +35,7 @@ from resnetlab.data.loader import seeded_generator
 from resnetlab.engine.distributed import select_device
 from resnetlab.engine.precision import choose_mode
 from resnetlab.errors import UserError
-from resnetlab.experiments import records, trained_nets
+from resnetlab.experiments import net_measurements, records, trained_nets
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.trained_nets import TrainedNet
 from resnetlab.reporting import figures
@@ -166,12 +166,17 @@ def run(
         "hessian_steps": hessian_steps,
         "seed": seed,
     }
-    measured = [_measure(n, opts, settings) for n in loaded]
     device = select_device(opts.device)
+    mode = choose_mode(device, opts.precision)
+    key = settings | {"batch_size": opts.batch_size, "device": device.type}
+    key |= {"precision": mode.precision, "memory_format": mode.memory_format}
+    measured = net_measurements.measure_each(
+        opts.out, NAME, loaded, key, lambda n: _measure(n, opts, settings), opts.quiet
+    )
     record = trained_nets.base_record(
         NAME,
         device,
-        choose_mode(device, opts.precision),
+        mode,
         batch_size=opts.batch_size,
         **settings,
         nets=measured,

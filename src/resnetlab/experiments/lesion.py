@@ -39,7 +39,7 @@ from resnetlab.analysis.lesion import BlockSite, block_sites, lesion_errors
 from resnetlab.data.loader import seeded_generator
 from resnetlab.engine.distributed import select_device
 from resnetlab.engine.precision import choose_mode
-from resnetlab.experiments import records, trained_nets
+from resnetlab.experiments import net_measurements, records, trained_nets
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.trained_nets import TrainedNet
 from resnetlab.reporting import figures
@@ -143,11 +143,22 @@ def run(
     clock = trained_nets.Clock()
     loaded = trained_nets.load_nets(nets)
     device = select_device(opts.device)
-    measured = [_measure(n, opts, dataset, draws, seed) for n in loaded]
+    mode = choose_mode(device, opts.precision)
+    settings = {"dataset": dataset, "eval_limit": opts.eval_limit, "batch_size": opts.batch_size}
+    settings |= {
+        "draws": draws,
+        "seed": seed,
+        "device": device.type,
+        "precision": mode.precision,
+        "memory_format": mode.memory_format,
+    }
+    measured = net_measurements.measure_each(
+        opts.out, NAME, loaded, settings, lambda n: _measure(n, opts, dataset, draws, seed), opts.quiet
+    )
     record = trained_nets.base_record(
         NAME,
         device,
-        choose_mode(device, opts.precision),
+        mode,
         dataset=dataset,
         batch_size=opts.batch_size,
         eval_limit=opts.eval_limit,

@@ -195,6 +195,15 @@ def wall_time(record: dict[str, Any]) -> str:
     return text
 
 
+def reused_note(nets: list[dict[str, Any]]) -> str:
+    """'; measured earlier and reused: plain-20 (measured 2026-12-06 11:40:02, 69 s)', or '' when
+    this command measured every net."""
+    reused = [
+        f"{n['label']} (measured {n['reused']}, {n['wall_time_s']:.0f} s)" for n in nets if n.get("reused")
+    ]
+    return f"; measured earlier and reused: {', '.join(reused)}" if reused else ""
+
+
 def study_meta(record: dict[str, Any], budget: str) -> dict[str, str]:
     """The lines every study's report section starts with."""
     datasets = sorted({n["dataset"] for n in record["nets"]})
@@ -205,7 +214,7 @@ def study_meta(record: dict[str, Any], budget: str) -> dict[str, str]:
         f"({record['precision_reason']})",
         "dataset": ", ".join(datasets),
         "budget": budget,
-        "wall time": wall_time(record),
+        "wall time": wall_time(record) + reused_note(record["nets"]),
     }
 
 

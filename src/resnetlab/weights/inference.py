@@ -159,9 +159,7 @@ def evaluate_checkpoint(
     if flip and ten_crop:
         raise UserError("--flip and --ten-crop both choose the views of an image: give one of them")
     views = FlipViews(batches) if flip else batches
-    result = evaluate(
-        model, views, dev, len(ckpt["classes"]), amp=mode.amp, channels_last=mode.channels_last
-    )
+    result = evaluate(model, views, dev, len(ckpt["classes"]), amp=mode.amp, channels_last=mode.channels_last)
     return Evaluation(name, list(ckpt["classes"]), ten_crop, result, mode, flip)
 
 
