@@ -193,6 +193,8 @@ def test_cifar_table_from_runs_trained_elsewhere(
     assert rows[1][4] == f"{100 * error:.2f}%" and rows[1][5] == "-"  # Table 6 has no ResNet-14
     md = (table / "report.md").read_text()
     assert "no nets trained: 3 finished run(s) given with --runs" in md and "FAR below" in md
+    assert "figures/cifar-table-curves.png" in md  # the given runs' curves, plain and residual panels
+    assert (table / "figures" / "cifar-table-curves.png").read_bytes().startswith(b"\x89PNG")
 
     unfinished = folder / "runs" / "plain-8-10it-seed0"
     (unfinished / "summary.json").unlink()

@@ -95,14 +95,17 @@ def test_models_pretrained_puts_the_official_top1_beside_the_papers():
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["weights", "default"] and "official test top-1" in lines[0]
-    rows = {line.split()[0]: line.split() for line in lines[1:4]}
+    rows = {line.split()[0]: line.split() for line in lines[1:3]}
     assert rows["pretrained:resnet20:akamaster"][1:4] == ["yes", "91.73%", "91.25%"]  # paper: 8.75% error
     assert "reproduced by resnetlab eval" in lines[1]
-    assert rows["pretrained:plain20:cifar10-jpeg"][1:] == ["yes", "88.16%", "-", "resnetlab", "eval"]
-    assert "100 minus the paper's test error" in lines[4]
+    ours = get_weights("plain20")  # the in-package weights trained on the official data
+    top1 = ours.result_on(CIFAR10).top1
+    assert (ours.tag, ours.publisher, ours.trained_on) == ("cifar10", OURS, CIFAR10)
+    assert rows["pretrained:plain20:cifar10"][1:4] == ["yes", f"{top1:.2f}%", "-"]
+    assert "100 minus the paper's test error" in lines[3]
     code, out, _ = run_cli(["models", "--pretrained", "plain20", "--json"])
     (card,) = json.loads(out)
-    assert card["official_test_top1"] == 88.16 and card["paper_top1"] is None
+    assert card["official_test_top1"] == top1 and card["paper_top1"] is None
 
 
 # ---- a publisher's file downloaded from 127.0.0.1 -----------------------------------------------
@@ -346,7 +349,8 @@ def test_list_weights_filters_on_name_and_tag():
         "pretrained:resnet56:cifar10-jpeg",
     ]
     assert len(list_weights("*:akamaster")) == 6 and list_weights("nothing") == []
-    assert [c.model for c in list_weights("*:cifar10-jpeg")] == ["resnet20", "plain20", "resnet56", "plain56"]
+    assert [c.model for c in list_weights("*:cifar10-jpeg")] == ["resnet56", "plain56"]
+    assert [c.model for c in list_weights("*:cifar10")] == ["plain20"]  # registered from runs
 
 
 @pytest.mark.parametrize("card", [c for c in WEIGHTS if c.url is None], ids=lambda c: c.ref)
@@ -362,9 +366,9 @@ def test_the_weights_we_ship_load_offline_match_their_cards_and_classify(card):
 
 def test_default_weights_are_the_official_data_ones_where_they_exist_else_ours():
     assert get_weights("resnet20").tag == get_weights("resnet56").tag == "akamaster"
-    assert get_weights("plain20").tag == get_weights("plain56").tag == "cifar10-jpeg"
+    assert get_weights("plain20").tag == "cifar10" and get_weights("plain56").tag == "cifar10-jpeg"
     model = create_model("plain20", pretrained=True)
-    assert model.pretrained_cfg["origin"] == "pretrained:plain20:cifar10-jpeg" and not model.training
+    assert model.pretrained_cfg["origin"] == "pretrained:plain20:cifar10" and not model.training
 
 
 def test_ours_with_the_papers_recipe_on_the_official_data_become_the_default(in_package, monkeypatch):
@@ -394,8 +398,8 @@ def test_ours_with_the_papers_recipe_on_the_official_data_become_the_default(in_
     monkeypatch.setattr(
         registry, "PACKAGE_DIR", Path(registry.__file__).parents[1] / "pretrained"
     )  # the real one
-    jpeg = create_model("resnet20", pretrained="cifar10-jpeg")
-    assert jpeg.pretrained_cfg["origin"] == "pretrained:resnet20:cifar10-jpeg"
-    assert get_weights("plain20").tag == "cifar10-jpeg"
+    jpeg = create_model("resnet56", pretrained="cifar10-jpeg")
+    assert jpeg.pretrained_cfg["origin"] == "pretrained:resnet56:cifar10-jpeg"
+    assert get_weights("plain56").tag == "cifar10-jpeg"
     code, out, _ = run_cli(["models", "--pretrained", "resnet20", "--json"])
     assert code == 0 and [c["ref"] for c in json.loads(out) if c["default"]] == ["pretrained:resnet20:ours"]

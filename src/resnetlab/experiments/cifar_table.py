@@ -200,6 +200,17 @@ def section(out: Path, record: dict[str, Any]) -> Section:
         reference=[_paper(n)[1] for n in nets],
         reference_label="paper (Table 6, 64k iterations)",
     )
+    curves = {n: finished_runs.mean_curve(runs[n], n.label) for n in nets}
+    panels = [
+        (title, [curves[n] for n in nets if n.residual == residual])
+        for title, residual in (("plain networks", False), ("residual networks", True))
+        if any(n.residual == residual for n in nets)
+    ]
+    curves_fig = figures.error_curves(
+        panels,
+        out / "figures" / "cifar-table-curves.png",
+        f"{record['dataset']}: training (thin) and test (bold) error of these runs (Fig. 6 style)",
+    )
     meta = records.section_meta(record)
     note = budget_note(shortest) if same else ""
     if record.get("given_runs"):
@@ -234,5 +245,8 @@ def section(out: Path, record: dict[str, Any]) -> Section:
             )
         ],
         verdicts=verdicts(res, lengths),
-        figures=[Figure(fig, "Test error per net (bars, mean ± std) and the paper's Table 6 (diamonds).")],
+        figures=[
+            Figure(fig, "Test error per net (bars, mean ± std) and the paper's Table 6 (diamonds)."),
+            Figure(curves_fig, "Training (thin) and test (bold) error against iterations, mean over seeds."),
+        ],
     )

@@ -115,7 +115,6 @@ _OURS_COMMON: dict[str, Any] = {
     "mean": None,
     "std": None,
 }
-_RETRAIN_20 = "--nets resnet20,plain20 --iterations 64000 --precision bf16"
 _RUN_56 = "4 nets side by side, 396 s, probe-fitted 43,673 iterations; stored as float16"
 _RETRAIN_56 = "--gpu-minutes 6.5"
 
@@ -202,26 +201,6 @@ WEIGHTS: tuple[WeightsCard, ...] = (
         sha256="f3b1deed",
         url=f"{_AKAMASTER_DOWNLOADS}/resnet1202-f3b1deed.th",
         results=(_official(93.82, None, _PUBLISHED),),
-    ),
-    WeightsCard(
-        **_OURS_COMMON,
-        model="resnet20",
-        file="resnet20-cifar10-jpeg.safetensors",
-        sha256="7c694849613c4adda9127bc006686ed1d94e27e676b60cec554d8624ce6f2bef",
-        iterations=64000,
-        recipe=_OURS_RECIPE.format(run="trained beside plain20 in 176 s, float32 file", args=_RETRAIN_20),
-        paper_recipe=True,
-        results=(_jpeg(87.75, 99.48), _official(88.64, 99.52, _MEASURED)),
-    ),
-    WeightsCard(
-        **_OURS_COMMON,
-        model="plain20",
-        file="plain20-cifar10-jpeg.safetensors",
-        sha256="58380a9ae4297ff379929a70b1283fc45621727156ab63ed8f29b54af97d84a2",
-        iterations=64000,
-        recipe=_OURS_RECIPE.format(run="trained beside resnet20 in 176 s, float32 file", args=_RETRAIN_20),
-        paper_recipe=True,
-        results=(_jpeg(86.99, 99.47), _official(88.16, 99.44, _MEASURED)),
     ),
     WeightsCard(
         **_OURS_COMMON,
