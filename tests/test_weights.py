@@ -95,17 +95,20 @@ def test_models_pretrained_puts_the_official_top1_beside_the_papers():
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["weights", "default"] and "official test top-1" in lines[0]
-    rows = {line.split()[0]: line.split() for line in lines[1:3]}
-    assert rows["pretrained:resnet20:akamaster"][1:4] == ["yes", "91.73%", "91.25%"]  # paper: 8.75% error
+    rows = {line.split()[0]: line.split() for line in lines[1:4]}
+    # akamaster's are no longer the default (the column is blank): paper 8.75% error
+    assert rows["pretrained:resnet20:akamaster"][1:3] == ["91.73%", "91.25%"]
     assert "reproduced by resnetlab eval" in lines[1]
-    ours = get_weights("plain20")  # the in-package weights trained on the official data
-    top1 = ours.result_on(CIFAR10).top1
-    assert (ours.tag, ours.publisher, ours.trained_on) == ("cifar10", OURS, CIFAR10)
-    assert rows["pretrained:plain20:cifar10"][1:4] == ["yes", f"{top1:.2f}%", "-"]
-    assert "100 minus the paper's test error" in lines[3]
+    for name, paper in (("plain20", "-"), ("resnet20", "91.25%")):
+        ours = get_weights(name)  # the in-package weights trained on the official data
+        top1 = ours.result_on(CIFAR10).top1
+        assert (ours.tag, ours.publisher, ours.trained_on) == ("cifar10", OURS, CIFAR10)
+        assert rows[f"pretrained:{name}:cifar10"][1:4] == ["yes", f"{top1:.2f}%", paper]
+    assert "100 minus the paper's test error" in lines[4]
     code, out, _ = run_cli(["models", "--pretrained", "plain20", "--json"])
     (card,) = json.loads(out)
-    assert card["official_test_top1"] == top1 and card["paper_top1"] is None
+    assert card["official_test_top1"] == get_weights("plain20").result_on(CIFAR10).top1
+    assert card["paper_top1"] is None
 
 
 # ---- a publisher's file downloaded from 127.0.0.1 -----------------------------------------------
@@ -234,6 +237,10 @@ def test_offline_says_which_url_to_fetch_and_where_to_put_it(published, tmp_path
 # ---- in-package weights --------------------------------------------------------------------------
 
 
+# The registry without our real official-data resnet20, so that a test's own card decides the default.
+WITHOUT_OURS_20 = tuple(c for c in WEIGHTS if c.ref != "pretrained:resnet20:cifar10")
+
+
 @pytest.fixture
 def in_package(tmp_path, monkeypatch):
     """A registry entry for weights 'shipped' in a package directory the test writes."""
@@ -252,7 +259,7 @@ def in_package(tmp_path, monkeypatch):
     package = tmp_path / "pretrained"
     path, _ = export_safetensors(ckpt, package / "resnet20-ours.safetensors")
     card = dataclasses.replace(
-        get_weights("resnet20"),
+        get_weights("resnet20", "akamaster"),
         tag="ours",
         publisher="resnetlab",
         license="MIT",
@@ -265,7 +272,7 @@ def in_package(tmp_path, monkeypatch):
         convert_from=None,
     )
     monkeypatch.setattr(registry, "PACKAGE_DIR", package)
-    monkeypatch.setattr(registry, "WEIGHTS", (*WEIGHTS, card))
+    monkeypatch.setattr(registry, "WEIGHTS", (*WITHOUT_OURS_20, card))
     return model.eval(), path
 
 
@@ -350,7 +357,7 @@ def test_list_weights_filters_on_name_and_tag():
     ]
     assert len(list_weights("*:akamaster")) == 6 and list_weights("nothing") == []
     assert [c.model for c in list_weights("*:cifar10-jpeg")] == ["resnet56", "plain56"]
-    assert [c.model for c in list_weights("*:cifar10")] == ["plain20"]  # registered from runs
+    assert [c.model for c in list_weights("*:cifar10")] == ["plain20", "resnet20"]  # registered from runs
 
 
 @pytest.mark.parametrize("card", [c for c in WEIGHTS if c.url is None], ids=lambda c: c.ref)
@@ -365,8 +372,10 @@ def test_the_weights_we_ship_load_offline_match_their_cards_and_classify(card):
 
 
 def test_default_weights_are_the_official_data_ones_where_they_exist_else_ours():
-    assert get_weights("resnet20").tag == get_weights("resnet56").tag == "akamaster"
-    assert get_weights("plain20").tag == "cifar10" and get_weights("plain56").tag == "cifar10-jpeg"
+    assert get_weights("resnet20").tag == get_weights("plain20").tag == "cifar10"
+    assert get_weights("resnet56").tag == "akamaster" and get_weights("plain56").tag == "cifar10-jpeg"
+    model = create_model("resnet20", pretrained=True)
+    assert model.pretrained_cfg["origin"] == "pretrained:resnet20:cifar10" and not model.training
     model = create_model("plain20", pretrained=True)
     assert model.pretrained_cfg["origin"] == "pretrained:plain20:cifar10" and not model.training
 
@@ -381,10 +390,10 @@ def test_ours_with_the_papers_recipe_on_the_official_data_become_the_default(in_
         dataclasses.replace(ours, trained_on=CIFAR10, paper_recipe=False),
         dataclasses.replace(ours, trained_on=CIFAR10_JPEG, paper_recipe=True),
     ):
-        monkeypatch.setattr(registry, "WEIGHTS", (*WEIGHTS, card))
+        monkeypatch.setattr(registry, "WEIGHTS", (*WITHOUT_OURS_20, card))
         assert get_weights("resnet20").tag == "akamaster" and not card_record(card)["default"]
     official = dataclasses.replace(ours, publisher=OURS, trained_on=CIFAR10, paper_recipe=True)
-    monkeypatch.setattr(registry, "WEIGHTS", (*WEIGHTS, official))
+    monkeypatch.setattr(registry, "WEIGHTS", (*WITHOUT_OURS_20, official))
     assert get_weights("resnet20") == official and card_record(official)["default"]
     x = torch.randn(2, 3, 32, 32)
     for loaded in (
