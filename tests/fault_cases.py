@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 import resnetlab
 from cli_runner import run_cli
 from resnetlab.data import cifar
+from resnetlab.engine import runlock
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.testhook import STOP_AT
 from resnetlab.models import build_model
@@ -384,6 +386,57 @@ def previous_checkpoint_kept(w: Path) -> None:
 
 def disk_full_at_the_first_write(w: Path) -> tuple[int, str]:
     return finish(spawn(w, ["-c", FILE_SIZE_LIMIT, "300", *argv("train RUN --out W/full-at-start", w)]))
+
+
+# Makes `import fcntl` fail, as it does on Windows (the only file lock left is then msvcrt's).
+NO_FCNTL = "import sys\nsys.modules['fcntl'] = None  # `import fcntl` now raises ImportError\n"
+
+
+def without_fcntl(command: str) -> Callable[[Path], tuple[int, str]]:
+    """``resnetlab COMMAND`` as a real process in which ``import fcntl`` fails."""
+
+    def run(w: Path) -> tuple[int, str]:
+        main = "from resnetlab.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+        return finish(spawn(w, ["-c", NO_FCNTL + main, *argv(command, w)]))
+
+    return run
+
+
+def without(command: str, *modules: str) -> Callable[[Path], tuple[int, str]]:
+    """``resnetlab COMMAND`` in-process where ``import MODULE`` fails for each of ``modules``, as where
+    they are not installed."""
+
+    def run(w: Path) -> tuple[int, str]:
+        with pytest.MonkeyPatch.context() as patch:
+            for name in modules:
+                patch.setitem(sys.modules, name, None)
+            return cli(command, w)
+
+    return run
+
+
+def without_any_file_lock(w: Path) -> tuple[int, str]:
+    """train on a system that has neither fcntl nor msvcrt."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runlock, "fcntl", None)
+        patch.setattr(runlock, "msvcrt", None)
+        return cli("train RUN --out W/unlocked", w)
+
+
+def no_onnx_file(w: Path) -> None:
+    assert not (w / "model.onnx").exists()
+
+
+def no_tensorboard_folder(w: Path) -> None:
+    assert (w / "no-tensorboard/summary.json").is_file() and not (w / "no-tensorboard/tensorboard").exists()
+
+
+def nothing_locked(w: Path) -> None:
+    assert not (w / "unlocked/.run.lock").exists() and not (w / "unlocked/checkpoint.pt").exists()
+
+
+def evaluated_without_fcntl(w: Path) -> None:
+    assert json.loads((w / "eval-no-fcntl/eval-test.json").read_text())["images"] == 32
 
 
 def cifar_info(command: str, unprivileged: bool = False) -> Callable[[Path], tuple[int, str]]:
@@ -1195,6 +1248,58 @@ CASES: list[Case] = [
         setup=lambda w: copy_run(w, "unfinished", "full"),
         run=disk_full_inside_the_checkpoint_write,
         check=previous_checkpoint_kept,
+    ),
+    # --- optional dependencies ([onnx], [tensorboard]) and what the platform lacks
+    Case(
+        "onnx-missing",
+        "export --format onnx where onnx is not installed (no [onnx] extra)",
+        "export W/run --format onnx --out W/model.onnx",
+        2,
+        "resnetlab: error: ONNX export needs onnx, which is not installed: pip install 'resnetlab[onnx]'",
+        note="no file written",
+        run=without("export W/run --format onnx --out W/model.onnx", "onnx"),
+        check=no_onnx_file,
+    ),
+    Case(
+        "onnxscript-missing",
+        "export --format onnx with onnx but without onnxscript (torch's ONNX exporter needs both)",
+        "export W/run --format onnx --out W/model.onnx",
+        2,
+        "resnetlab: error: ONNX export needs onnxscript, which is not installed: pip install "
+        "'resnetlab[onnx]'",
+        note="no file written",
+        run=without("export W/run --format onnx --out W/model.onnx", "onnxscript"),
+        check=no_onnx_file,
+    ),
+    Case(
+        "tensorboard-missing",
+        "train where tensorboard is not installed (no [tensorboard] extra)",
+        "train RUN --out W/no-tensorboard",
+        0,
+        note="trains as usual; TensorBoard event files (RUN/tensorboard/) are written only with the extra",
+        run=without("train RUN --out W/no-tensorboard", "tensorboard", "torch.utils.tensorboard"),
+        check=no_tensorboard_folder,
+    ),
+    Case(
+        "no-fcntl",
+        "`import fcntl` fails (Windows); eval of a run",
+        "eval W/run --out W/eval-no-fcntl",
+        0,
+        note="evaluates: `import resnetlab`, `create_model`, eval and predict never import fcntl (train "
+        "locks its run directory with msvcrt there)",
+        run=without_fcntl("eval W/run --out W/eval-no-fcntl"),
+        check=evaluated_without_fcntl,
+    ),
+    Case(
+        "no-file-lock",
+        "train on a system with neither fcntl nor msvcrt file locks",
+        "train RUN --out W/unlocked",
+        2,
+        "resnetlab: error: cannot lock W/unlocked for this run: the system has no file lock resnetlab can "
+        "use (neither fcntl nor msvcrt), and without one two runs could write one directory",
+        note="nothing trains",
+        run=without_any_file_lock,
+        check=nothing_locked,
     ),
     Case(
         "disk-full-at-start",

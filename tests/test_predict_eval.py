@@ -15,9 +15,9 @@ from cli_runner import one_line_error, run_cli
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.loader import ImageSet, TensorBatches
 from resnetlab.data.synthetic import synthetic
-from resnetlab.engine import TrainConfig, evaluate, train
+from resnetlab.engine import TrainConfig, train
 from resnetlab.engine.distributed import DistContext
-from resnetlab.engine.evaluate import TenCropBatches
+from resnetlab.engine.evaluate import TenCropBatches, evaluate
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe

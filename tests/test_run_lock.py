@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from cli_runner import run_cli
-from resnetlab.engine import train, train_fleet
+from fault_cases import NO_FCNTL
+from resnetlab.engine import runlock, train, train_fleet
 from resnetlab.engine.runlock import LOCK_NAME, RunLock
 from resnetlab.errors import UserError
 from tiny import DATA, after_each_step, interrupt_after, tiny_config
@@ -41,11 +42,30 @@ sys.stdin.read()
 """
 
 
+# Windows' msvcrt.locking, imitated on this POSIX system by a byte-range lock (fcntl.lockf) that,
+# like the real one, refuses with EACCES while another process holds the byte and ends with its holder.
+FAKE_MSVCRT = r"""
+import errno, fcntl, os, types
+msvcrt = types.ModuleType("msvcrt")
+msvcrt.LK_NBLCK = 2
+def _locking(fd, mode, nbytes):
+    assert mode == msvcrt.LK_NBLCK
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, nbytes, os.lseek(fd, 0, os.SEEK_CUR))
+    except BlockingIOError:
+        raise PermissionError(errno.EACCES, "Permission denied") from None
+msvcrt.locking = _locking
+"""
+# A process as on Windows: no fcntl, and the msvcrt above, which appears only after torch is imported
+# (the standard library's subprocess takes msvcrt for a sign of Windows and would look for its API).
+WINDOWS = FAKE_MSVCRT + NO_FCNTL + "import torch\nsys.modules['msvcrt'] = msvcrt\n"
+
+
 @contextlib.contextmanager
-def holder(directory: Path, *extra: str) -> Iterator[subprocess.Popen]:
+def holder(directory: Path, *extra: str, preamble: str = "") -> Iterator[subprocess.Popen]:
     """A process holding the lock of ``directory``; it lets go when the block ends (or is killed)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(directory), *extra],
+        [sys.executable, "-c", preamble + HOLDER, str(directory), *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -153,3 +173,21 @@ def test_a_fleet_with_one_held_directory_trains_none_and_frees_the_others(tmp_pa
             train_fleet(configs)
         assert not (free / "checkpoint.pt").exists() and not (free / LOCK_NAME).exists()
     assert [r.out for r in train_fleet(configs)] == [free, held]  # both free again
+
+
+def test_without_fcntl_the_msvcrt_lock_refuses_a_live_run_and_takes_over_a_killed_ones(tmp_path, monkeypatch):
+    """Where ``import fcntl`` fails (Windows) the lock is msvcrt's: the same refusal, the same takeover."""
+    namespace: dict = {}
+    exec(FAKE_MSVCRT, namespace)
+    monkeypatch.setattr(runlock, "fcntl", None)
+    monkeypatch.setattr(runlock, "msvcrt", namespace["msvcrt"])
+    out = tmp_path / "run"
+    assert train_cli(out, "--model", "resnet20", *RUN) == (0, "")
+    with holder(out, preamble=WINDOWS) as proc:
+        code, err = train_cli(out, "--model", "resnet20", *RUN, "--overwrite")
+        assert code == 2 and err.count("\n") == 1 and f"{out} is in use" in err and f"(pid {proc.pid})" in err
+        proc.kill()
+        proc.wait(timeout=60)
+    assert (out / LOCK_NAME).read_text() == f"{proc.pid}\n"  # left behind by the killed holder
+    assert train_cli(out, "--model", "resnet20", *RUN, "--overwrite") == (0, "")
+    assert not (out / LOCK_NAME).exists()

@@ -20,17 +20,20 @@ from resnetlab.errors import UserError
 # not a bug: it is reported like a user mistake.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
-# Subcommand modules, in the order `resnetlab --help` lists them.
-COMMAND_MODULES = [
-    "resnetlab.cli.models",
-    "resnetlab.cli.reproduce",
-    "resnetlab.cli.data",
-    "resnetlab.cli.train",
-    "resnetlab.cli.evaluate",
-    "resnetlab.cli.predict",
-    "resnetlab.cli.export",
-    "resnetlab.cli.convert",
-]
+# Each subcommand and the module that registers it, in the order `resnetlab --help` lists them.
+COMMANDS = {
+    "models": "resnetlab.cli.models",
+    "summary": "resnetlab.cli.models",
+    "reproduce": "resnetlab.cli.reproduce",
+    "report": "resnetlab.cli.reproduce",
+    "data": "resnetlab.cli.data",
+    "train": "resnetlab.cli.train",
+    "eval": "resnetlab.cli.evaluate",
+    "predict": "resnetlab.cli.predict",
+    "export": "resnetlab.cli.export",
+    "convert": "resnetlab.cli.convert",
+}
+COMMAND_MODULES = list(dict.fromkeys(COMMANDS.values()))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -40,15 +43,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser with every subcommand registered, or, for a ``command`` of :data:`COMMANDS`,
+    the parser of that command alone: running one command imports only its own module, so `eval`
+    and `predict` never import the trainer that `reproduce` and `train` need."""
     from resnetlab import __version__
 
     parser = OneLineParser(prog="resnetlab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
 
@@ -61,8 +66,9 @@ def _say(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for commands that relaunch
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(given[0] if given else None).parse_args(given)
+    args.argv = given  # as given, for commands that relaunch
     try:
         code = args.func(args)
     except UserError as exc:

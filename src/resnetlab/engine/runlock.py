@@ -1,21 +1,39 @@
 """One run per directory: the OS file lock a live run holds on its run directory.
 
-``fcntl.flock`` on ``OUT/.run.lock``, held on an open descriptor for as long as ``train`` writes
-there. The OS drops the lock when its holder ends however it ends (SIGKILL included), so the file a
-killed run leaves behind is simply taken over. The file holds the holder's pid for the message of
-whoever is refused; a run that ends normally removes it.
+An exclusive lock on ``OUT/.run.lock``, held on an open descriptor for as long as ``train`` writes
+there: ``fcntl.flock`` on POSIX systems, ``msvcrt.locking`` of one byte on Windows. The OS drops the
+lock when its holder ends however it ends (SIGKILL included), so the file a killed run leaves behind
+is simply taken over. The file holds the holder's pid for the message of whoever is refused; a run
+that ends normally removes it. Where the OS offers neither lock, training refuses in one line rather
+than run unguarded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from resnetlab.errors import UserError
 
+fcntl: ModuleType | None
+msvcrt: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+try:
+    import msvcrt
+except ImportError:  # everywhere but Windows
+    msvcrt = None
+
 LOCK_NAME = ".run.lock"
+# The byte msvcrt locks: past the pid, because Windows locks are mandatory and would keep a refused
+# run from reading the holder's pid at the start of the file.
+LOCK_OFFSET = 1 << 20
 
 _held_fds: set[int] = set()  # lock descriptors of this process, closed in forked children
 _fork_hook_registered = False
@@ -31,8 +49,28 @@ def _close_in_child() -> None:
 
 
 def _read_pid(fd: int) -> str:
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 32).decode(errors="replace").strip()
     return text if text.isdigit() else "unknown"
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` without waiting; False when another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    assert msvcrt is not None  # RunLock.acquire refuses before this where neither exists
+    os.lseek(fd, LOCK_OFFSET, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EDEADLOCK):
+            return False
+        raise
+    return True
 
 
 def _is_current(fd: int, path: Path) -> bool:
@@ -56,28 +94,36 @@ class RunLock:
         global _fork_hook_registered
         if self._fd is not None:
             return
+        if fcntl is None and msvcrt is None:
+            raise UserError(
+                f"cannot lock {self.directory} for this run: the system has no file lock resnetlab "
+                "can use (neither fcntl nor msvcrt), and without one two runs could write one directory"
+            )
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise UserError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = _try_lock(fd)
             except OSError as exc:
+                os.close(fd)
+                raise UserError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            if not locked:
                 pid = _read_pid(fd)
                 os.close(fd)
-                if isinstance(exc, BlockingIOError):
-                    raise UserError(
-                        f"{self.directory} is in use by another resnetlab run (pid {pid}); "
-                        "wait for it to finish or stop it, or choose another --out"
-                    ) from None
-                raise UserError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+                raise UserError(
+                    f"{self.directory} is in use by another resnetlab run (pid {pid}); "
+                    "wait for it to finish or stop it, or choose another --out"
+                )
             if _is_current(fd, self.path):
                 break
             os.close(fd)  # its holder removed it between our open and our lock: lock the new one
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        if not _fork_hook_registered:
+        pid = f"{os.getpid()}\n".encode()
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, pid)
+        os.ftruncate(fd, len(pid))  # a dead holder's longer pid may be there
+        if not _fork_hook_registered and hasattr(os, "register_at_fork"):  # no fork on Windows
             os.register_at_fork(after_in_child=_close_in_child)
             _fork_hook_registered = True
         _held_fds.add(fd)
@@ -87,9 +133,16 @@ class RunLock:
         """Remove the lock file and drop the lock; a no-op when not held."""
         if self._fd is None:
             return
-        # Removed while still locked, so nobody can take a lock on a file that is going away.
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
         _held_fds.discard(self._fd)
-        os.close(self._fd)
+        if sys.platform == "win32":
+            # Windows removes no open file: close first. Whoever opened it meanwhile keeps it open,
+            # so the removal fails and their lock stays on a file that stays.
+            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        else:
+            # Removed while still locked, so nobody can take a lock on a file that is going away.
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self._fd)
         self._fd = None

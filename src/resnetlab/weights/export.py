@@ -21,10 +21,11 @@ import torch
 
 from resnetlab.atomic import atomic_path, atomic_write
 from resnetlab.engine.state import model_from_checkpoint
-from resnetlab.errors import UserError
+from resnetlab.errors import UserError, require_extra
 from resnetlab.models import ResNet
 
 FORMATS = ("safetensors", "onnx")
+ONNX_MODULES = ("onnx", "onnxscript")  # what torch's ONNX exporter imports (the [onnx] extra)
 CONFIG_FORMAT = "resnetlab-export-1"
 _CONFIG_KEYS = ("model_name", "model_config", "classes", "image_size", "normalizer")
 
@@ -131,8 +132,10 @@ def export_onnx(ckpt: dict[str, Any], out: Path) -> Path:
     """An ONNX graph (input ``images``: normalised float (N, 3, H, W), any N; output ``logits``).
 
     The config JSON of :func:`export_config` is embedded as the model's ``resnetlab_config``
-    metadata, so the file alone says how to prepare its input.
+    metadata, so the file alone says how to prepare its input. Needs the ``[onnx]`` extra.
     """
+    for module in ONNX_MODULES:
+        require_extra(module, "onnx", "ONNX export")
     out = Path(out)
     _ensure_parent(out)
     model = model_from_checkpoint(ckpt)
