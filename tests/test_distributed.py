@@ -13,6 +13,7 @@ DDP averages the two ranks' gradients, so the runs differ only in what BatchNorm
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from resnetlab.engine import TrainConfig, build_data, train
+from resnetlab.engine.launch import free_port
 from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
 
@@ -136,14 +138,21 @@ def procs_command(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "resnetlab", "train", "--procs", "2", "--out", str(out), *ARGS, *extra]
 
 
-def test_procs_flag_starts_the_same_two_rank_job(tmp_path, single):
-    """--procs 2 runs two ranks of one job itself: each trains on its half of every global batch."""
+@pytest.fixture(scope="module")
+def procs_run(tmp_path_factory) -> Path:
+    """The run directory of `resnetlab train --procs 2` with the module's arguments."""
+    out = tmp_path_factory.mktemp("procs")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    done = subprocess.run(procs_command(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(procs_command(out), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((tmp_path / "summary.json").read_text())["world_size"] == 2
+    return out
+
+
+def test_procs_flag_starts_the_same_two_rank_job(procs_run, single, tmp_path):
+    """--procs 2 runs two ranks of one job itself: each trains on its half of every global batch."""
+    assert json.loads((procs_run / "summary.json").read_text())["world_size"] == 2
     _, sharded = first_batch_losses(single_config(tmp_path / "unused"))
-    assert losses(tmp_path)[0] == pytest.approx(sharded, rel=1e-5)
+    assert losses(procs_run)[0] == pytest.approx(sharded, rel=1e-5)
 
 
 def test_procs_flag_ctrl_c_stops_every_rank_at_one_checkpoint_and_resumes_exactly(tmp_path):
@@ -169,6 +178,40 @@ def test_procs_flag_ctrl_c_stops_every_rank_at_one_checkpoint_and_resumes_exactl
     b = torch.load(reference / "checkpoint.pt", weights_only=True)
     assert a["iteration"] == b["iteration"] == 60
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+
+
+def test_two_torchrun_nodes_end_with_the_weights_of_procs_2(procs_run, tmp_path):
+    """The multi-node launch on one machine: two torchrun agents, each a "node" of one process, meet
+    at a c10d rendezvous on 127.0.0.1 and form one job of 2 ranks; it ends with the weights and BN
+    statistics of `--procs 2` (same seed and settings), bit for bit."""
+    if importlib.util.find_spec("torch.distributed.run") is None or not torch.distributed.is_available():
+        pytest.skip("torchrun (torch.distributed.run) is not available in this torch build")
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # as each rank of --procs 2 has
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                "--node-rank", str(rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+                "--rdzv-id", "two-nodes", "-m", "resnetlab", "train", "--out", str(tmp_path / "nodes"), *ARGS,
+            ],
+            env=one_thread, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    try:
+        outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert json.loads((tmp_path / "nodes/summary.json").read_text())["world_size"] == 2
+    a = torch.load(tmp_path / "nodes/checkpoint.pt", weights_only=True)
+    b = torch.load(procs_run / "checkpoint.pt", weights_only=True)
+    assert a["iteration"] == b["iteration"] == K
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert losses(tmp_path / "nodes") == losses(procs_run)
 
 
 def test_procs_must_be_positive(tmp_path):
