@@ -1285,8 +1285,8 @@ CASES: list[Case] = [
         "`import fcntl` fails (Windows); eval of a run",
         "eval W/run --out W/eval-no-fcntl",
         0,
-        note="evaluates: `import resnetlab`, `create_model`, eval and predict never import fcntl (train "
-        "locks its run directory with msvcrt there)",
+        note="evaluates: `import resnetlab`, `create_model`, eval and predict need no fcntl (on Windows, "
+        "train locks its run directory with msvcrt)",
         run=without_fcntl("eval W/run --out W/eval-no-fcntl"),
         check=evaluated_without_fcntl,
     ),
