@@ -223,3 +223,14 @@ def test_profile_step_lists_the_top_ops_and_the_optimizer_and_data_shares(capsys
     assert sum(t["share"] for t in top) <= 1
     out = capsys.readouterr().out
     assert "optimizer step (SGD, inclusive)" in out and "data path" in out
+
+
+def test_the_summary_gives_each_nets_processes_row_its_gemm_fraction() -> None:
+    contenders = ["1 process x 2 threads", "2 processes x 1 thread(s)"]
+    row = {"model": "resnet56", "procs": 2, "contenders": contenders, "paired_ratio": 1.12}
+    row["flop_fraction"] = dict(zip(contenders, [0.5, 0.56], strict=True))
+    rows = run_all._summary_rows({"procs": {"rows": [row, row | {"model": "resnet20"}]}})
+    assert rows == [
+        ["train resnet56: 2 processes / 1 (whole runs)", "1.12x, 56% of GEMM", "", ""],
+        ["train resnet20: 2 processes / 1 (whole runs)", "1.12x, 56% of GEMM", ">= 1.1x", "yes"],
+    ]
