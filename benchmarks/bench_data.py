@@ -35,6 +35,7 @@ from common import (
     setup,
     train_setup,
 )
+from resnetlab.analysis.counts import meta_model
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.folder import load_folder
 from resnetlab.data.loader import ImageSet, TensorBatches
@@ -67,7 +68,7 @@ def step_runner(device: torch.device) -> Any:
     train` picks by default on ``device`` (bf16 + channels_last where bf16 is native: the fastest
     step, so the hardest test of the data path)."""
     model, optimizer = train_setup("resnet20", device)
-    mode = choose_mode(device)
+    mode = choose_mode(device, model=model)
     step = TrainStep(model, optimizer, amp=mode.amp, channels_last=mode.channels_last)
     x = torch.randn(BATCH, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (BATCH,), device=device)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio": rate / step_rate,
         "ratio_target": TARGET_RATIO,
         "ratio_ok": rate / step_rate >= TARGET_RATIO,
-        "step_mode": choose_mode(device).describe(),
+        "step_mode": choose_mode(device, model=meta_model("resnet20")).describe(),
         "block_times_s": times,
         "batches_per_block": per_block,
         "folder_cache": None,

@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             labels,
             args.batch,
             device,
-            ours_settings(device),
+            ours_settings(device, args.model),
             checkpoint_activations=args.checkpoint_activations,
         )
     else:

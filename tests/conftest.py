@@ -2,8 +2,10 @@
 
 Every test runs as on a CPU without native bf16, so that ``precision=auto`` resolves to fp32 on every
 machine and the suite computes the same things everywhere (an AMX or AVX512-BF16 CPU would otherwise
-train every tiny run in bf16, and an AVX2 one in fp32). tests/test_precision.py fakes both kinds of
-CPU itself; tests that start real processes pass ``--precision`` when their numbers depend on it.
+train every tiny run in bf16, and an AVX2 one in fp32). The layout auto then takes in fp32 depends on
+the net alone (channels_last unless it has a strided 1x1 convolution), the same on every CPU.
+tests/test_precision.py fakes both kinds of CPU itself; tests that start real processes pass
+``--precision`` when their numbers depend on it.
 
 What the tests share is in plain modules beside this one: the tiny runs (``tiny_config``), nets and
 synthetic datasets in tiny.py, randomly initialised nets saved as runs in tiny_nets.py, the in-process

@@ -9,9 +9,13 @@ import pytest
 import torch
 
 import bench_time_to_accuracy as tta
+import bench_train
 import common
+import profile_step
 import run_all
+from resnetlab.analysis.counts import count_macs, train_step_flops
 from resnetlab.engine.rundir import read_metrics
+from resnetlab.models import build_model
 
 
 def test_alternate_rotates_who_goes_first_and_times_every_round() -> None:
@@ -99,3 +103,134 @@ def test_curve_from_reads_finished_runs_of_both_recipes_and_draws_them(tmp_path:
         assert got[name]["recipe_fields"]["name"] == name
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cifar-fast" in capsys.readouterr().out
+
+
+def tiny_net_flops_by_hand(shortcut: str) -> int:
+    """A training step's FLOPs of resnet20 with one block a stage, widths 4/8/8, on an 8x8 image.
+
+    Forward multiply-adds of a conv: output pixels x output channels x input channels x kernel area.
+    """
+    stem = 8 * 8 * 4 * 3 * 9  # 3 -> 4 channels, 3x3, 8x8 out
+    stage1 = 2 * (8 * 8 * 4 * 4 * 9)  # two 4 -> 4 convs at 8x8
+    stage2 = 4 * 4 * 8 * 4 * 9 + 4 * 4 * 8 * 8 * 9  # 4 -> 8 with stride 2 (4x4 out), then 8 -> 8
+    stage3 = 2 * 2 * 8 * 8 * 9 + 2 * 2 * 8 * 8 * 9  # 8 -> 8 with stride 2 (2x2 out), then 8 -> 8
+    fc = 8 * 10
+    projections = (4 * 4 * 8 * 4 + 2 * 2 * 8 * 8) if shortcut in "BC" else 0  # 1x1, stride 2
+    weighted = stem + stage1 + stage2 + stage3 + fc + projections
+    # forward, weight gradient and input gradient of every layer, less the stem's input gradient
+    return 2 * 3 * weighted - 2 * stem
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_train_step_flops_match_a_hand_count_and_what_autograd_runs(shortcut: str) -> None:
+    net = build_model("resnet20", layers=[1, 1, 1], widths=[4, 8, 8], shortcut=shortcut)
+    flops = train_step_flops(net, 8)
+    assert flops == tiny_net_flops_by_hand(shortcut)
+    # Independently: torch's FLOP counter over a real forward and backward of one image (it counts
+    # convolution backward by the gradients autograd asks for, so the stem's input gradient is out).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, 8, 8)).sum().backward()
+    assert counter.get_total_flops() == flops
+
+
+def test_resnet20_and_56_step_flops_are_six_forward_passes_less_the_stems_input_gradient() -> None:
+    stem = 32 * 32 * 16 * 3 * 9
+    assert train_step_flops(build_model("resnet20"), 32) == 6 * 40_551_040 - 2 * stem  # about 243 MFLOP
+    assert (
+        train_step_flops(build_model("resnet56"), 32)
+        == 6 * count_macs(build_model("resnet56"), 32) - 2 * stem
+    )
+
+
+def test_flop_fractions_pair_each_contender_with_the_gemm_of_its_precision() -> None:
+    # Two rounds; the fp32 GEMM was slowed in the second, and with it the fp32 contender (same busy
+    # spell): pairing keeps its fraction at 0.5. The bf16 contender is judged against the bf16 GEMM.
+    times = {"NCHW+fp32": [2.0, 4.0], "channels_last+bf16": [1.0, 1.0], "emulated": [3.0, 3.0]}
+    gemm = {"fp32": [1.0, 2.0], "bf16": [0.25, 0.25]}
+    precisions = {"NCHW+fp32": "fp32", "channels_last+bf16": "bf16", "emulated": "fp16"}
+    fractions = bench_train.flop_fractions(times, precisions, gemm, block_flops=10.0, gemm_flops=10.0)
+    assert fractions == {"NCHW+fp32": 0.5, "channels_last+bf16": 0.25, "emulated": None}
+
+
+def test_every_contender_row_shows_rate_ratio_precision_and_fraction(capsys) -> None:
+    row = {
+        "model": "resnet56",
+        "image_size": 32,
+        "batch_size": 128,
+        "baseline_workers": 2,
+        "ours_settings": "channels_last+fp32",
+        "train_flops_per_image": 752_000_000,
+        "ours_images_per_s": 90.0,
+        "baseline_images_per_s": 60.0,
+        "ratio": 1.5,
+        "paired_ratio": 1.4,
+        "ours_flops": 67.7e9,
+        "gemm_flops": {"fp32": 120e9},
+        "ours_flop_fraction": 0.56,
+        "images_per_s": {"baseline": 60.0, "NCHW+fp32": 80.0, "channels_last+fp32": 90.0},
+        "paired_vs_baseline": {"baseline": 1.0, "NCHW+fp32": 1.3, "channels_last+fp32": 1.4},
+        "precisions": {"baseline": "fp32", "NCHW+fp32": "fp32", "channels_last+fp32": "fp32"},
+        "flop_fraction": {"baseline": 0.38, "NCHW+fp32": 0.5, "channels_last+fp32": 0.56},
+        "compile_s": {},
+    }
+    assert bench_train.contender_rows(row) == [
+        ["conventional loop (baseline)", 60.0, "1.00x", "fp32", "38%", None],
+        ["NCHW+fp32", 80.0, "1.30x", "fp32", "50%", None],
+        ["channels_last+fp32 (default)", 90.0, "1.40x", "fp32", "56%", None],
+    ]
+    bench_train.report({"rows": [row]})
+    out = capsys.readouterr().out
+    assert "vs conventional" in out and "of GEMM" in out and "752 MFLOP per image" in out
+    assert "fp32 120 GFLOP/s" in out
+    summary = run_all._summary_rows({"train": {"rows": [row | {"matmul_dtype": "float32"}]}})
+    assert ["train resnet56 b128: of float32 GEMM FLOP/s", "56%", ">= 60%", "NO"] in summary
+    assert any(
+        r[0] == "train resnet56 b128: NCHW+fp32/baseline (contender)" and r[1] == "1.30x, 50% of GEMM"
+        for r in summary
+    )
+
+
+def test_contenders_cover_both_layouts_bf16_and_compile_where_they_run(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    labels = [s.label for s in bench_train.contenders(cpu, quick=False, compile_ok=True, model="resnet20")]
+    assert labels == [
+        "NCHW+fp32",
+        "channels_last+fp32",
+        "channels_last+bf16",
+        "channels_last+fp32+compile",
+        "channels_last+bf16+compile",
+    ]
+    # --quick on a CPU whose bf16 is emulated (conftest's): fp32 only
+    quick = bench_train.contenders(cpu, quick=True, compile_ok=False, model="resnet56")
+    assert [s.label for s in quick] == ["NCHW+fp32", "channels_last+fp32"]
+    assert bench_train.ours_settings(cpu, "resnet56").label == "channels_last+fp32"
+    assert bench_train.ours_settings(cpu, "resnet18").label == "NCHW+fp32"  # option-B projections
+    monkeypatch.setattr(bench_train.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    ok, why = bench_train.compile_check(cpu, asked=True, quick=False)
+    assert not ok and "no C++ compiler" in why
+
+
+def test_profile_step_lists_the_top_ops_and_the_optimizer_and_data_shares(capsys) -> None:
+    found = profile_step.main(["--quick", "--threads", "1", "--model", "resnet20", "--top", "5"])
+    assert found["memory_format"] == "channels_last" and found["precision"] == "fp32"
+    top = found["top"]
+    assert len(top) == 5 and [t["share"] for t in top] == sorted((t["share"] for t in top), reverse=True)
+    assert any("convolution" in t["op"] for t in top)
+    assert 0 < found["optimizer_share"] < 1 and 0 < found["data_share"] < 1
+    assert sum(t["share"] for t in top) <= 1
+    out = capsys.readouterr().out
+    assert "optimizer step (SGD, inclusive)" in out and "data path" in out
+
+
+def test_the_summary_gives_each_nets_processes_row_its_gemm_fraction() -> None:
+    contenders = ["1 process x 2 threads", "2 processes x 1 thread(s)"]
+    row = {"model": "resnet56", "procs": 2, "contenders": contenders, "paired_ratio": 1.12}
+    row["flop_fraction"] = dict(zip(contenders, [0.5, 0.56], strict=True))
+    rows = run_all._summary_rows({"procs": {"rows": [row, row | {"model": "resnet20"}]}})
+    assert rows == [
+        ["train resnet56: 2 processes / 1 (whole runs)", "1.12x, 56% of GEMM", "", ""],
+        ["train resnet20: 2 processes / 1 (whole runs)", "1.12x, 56% of GEMM", ">= 1.1x", "yes"],
+    ]

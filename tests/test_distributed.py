@@ -13,6 +13,7 @@ DDP averages the two ranks' gradients, so the runs differ only in what BatchNorm
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from resnetlab.engine import TrainConfig, build_data, train
 from resnetlab.engine.launch import free_port
@@ -219,3 +221,67 @@ def test_procs_must_be_positive(tmp_path):
 
     code, _, err = run_cli(["train", "--procs", "0", "--out", str(tmp_path), *ARGS])
     assert code == 2 and err.strip() == "resnetlab: error: --procs must be a positive count, got 0"
+
+
+def test_procs_auto_takes_two_processes_only_on_a_cpu_with_threads_to_share(monkeypatch):
+    from resnetlab.engine.launch import choose_procs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    procs, reason = choose_procs("auto")
+    assert procs == 2 and reason.startswith("auto: ") and "2 processes of 1" in reason
+    assert choose_procs("cpu")[0] == 2
+    assert choose_procs("cuda")[0] == choose_procs("mps")[0] == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert choose_procs("cpu") == (1, "auto: one thread on this CPU, nothing to share among processes")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_procs("auto")[0] == 1 and choose_procs("cpu")[0] == 2
+
+
+def test_procs_auto_with_one_process_says_why_first_and_records_it(tmp_path, monkeypatch):
+    from cli_runner import run_cli
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    args = [a for a in ARGS if a != "--quiet"]
+    code, out, err = run_cli(["train", "--procs", "auto", "--out", str(tmp_path), *args, "--iterations", "1"])
+    assert code == 0, err
+    why = "auto: one thread on this CPU, nothing to share among processes"
+    assert out.splitlines()[0] == f"processes: 1 x 1 thread(s) ({why})"
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert (config["procs"], config["procs_reason"]) == (1, why)
+
+
+def test_procs_auto_starts_two_ranks_and_a_resume_checks_their_count(tmp_path):
+    """Two ranks on 2 threads, recorded; --procs auto on resume reads the count back, and a resume
+    in another number of processes is refused (each rank's BN sees its own half batch)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    argv = [sys.executable, "-m", "resnetlab", "train", "--procs", "auto", "--out", str(tmp_path), *ARGS]
+    argv.remove("--quiet")
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[0].startswith(
+        "processes: 2 x 1 thread(s) (auto: a CPU run with 2 threads"
+    )
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["procs"] == 2 and config["procs_reason"].startswith("auto: a CPU run with 2 threads")
+    assert json.loads((tmp_path / "summary.json").read_text())["world_size"] == 2
+
+    from cli_runner import one_line_error
+    from resnetlab.cli.train import _auto_procs
+
+    resume = argparse.Namespace(resume=str(tmp_path), device="cpu")
+    assert _auto_procs(resume) == (2, "auto: 2 as the run started")
+    err = one_line_error(["train", "--resume", str(tmp_path), "--quiet"])
+    assert "the run trains in 2 process(es), not 1 (resume it with --procs 2 or --procs auto)" in err
+
+
+def test_procs_auto_refuses_a_run_that_did_not_record_its_count(tmp_path):
+    from cli_runner import one_line_error
+
+    train(single_config(tmp_path))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del ckpt["config"]["procs"]  # as written before the count was recorded
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    err = one_line_error(["train", "--resume", str(tmp_path), "--procs", "auto"])
+    assert "does not record how many processes trained it" in err

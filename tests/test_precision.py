@@ -149,3 +149,87 @@ def test_flip_views_average_an_image_and_its_mirror() -> None:
     assert flipped["loss"] == pytest.approx(expected, rel=1e-5)
     plain = evaluate(net, [(x, y)], CPU, 10)
     assert plain["loss"] != pytest.approx(expected, rel=1e-3)
+
+
+def meta(name: str, **overrides) -> torch.nn.Module:
+    with torch.device("meta"):
+        return build_model(name, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "layout"),
+    [
+        ("resnet20", {}, "channels_last"),  # option A: no 1x1 convolution at all
+        ("resnet110", {}, "channels_last"),
+        ("plain20", {}, "channels_last"),
+        ("resnet20", {"shortcut": "B"}, "contiguous"),  # 1x1 stride-2 projections where the shape changes
+        ("resnet20", {"shortcut": "C"}, "contiguous"),
+        ("resnet18", {}, "contiguous"),  # ImageNet: option B projections
+        ("resnet50", {}, "contiguous"),
+    ],
+)
+def test_auto_layout_in_fp32_on_a_cpu_follows_the_nets_strided_1x1_convolutions(
+    name, overrides, layout
+) -> None:
+    mode = precision.choose_mode(CPU, model=meta(name, **overrides))
+    assert (mode.precision, mode.memory_format) == ("fp32", layout)
+    if layout == "channels_last":
+        assert precision.strided_1x1_convs(meta(name, **overrides)) == []
+        assert "no strided 1x1 convolution" in mode.reason
+    else:
+        first = precision.strided_1x1_convs(meta(name, **overrides))[0]
+        assert f"strided 1x1 convolutions ({first}" in mode.reason
+
+
+def test_strided_1x1_convs_finds_exactly_the_1x1_convolutions_with_a_stride() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1, stride=2),  # found
+        torch.nn.Conv2d(4, 4, 3, stride=2),  # strided, but 3x3
+        torch.nn.Conv2d(4, 4, 1),  # 1x1, no stride
+        torch.nn.Conv2d(4, 4, 1, stride=(1, 2)),  # found: a stride in one direction
+    )
+    assert precision.strided_1x1_convs(net) == ["0", "3"]
+
+
+def test_the_layout_rule_leaves_bf16_cuda_and_explicit_layouts_alone(monkeypatch) -> None:
+    option_b = meta("resnet20", shortcut="B")
+    assert precision.choose_mode(CPU).memory_format == "contiguous"  # a net not given: not inspected
+    assert precision.choose_mode(CPU, "fp32", "channels_last", option_b).memory_format == "channels_last"
+    assert precision.choose_mode(CPU, "fp32", "contiguous", meta("resnet20")).memory_format == "contiguous"
+    fake_cpu(monkeypatch, amx=True, avx512_bf16=False)
+    assert precision.choose_mode(CPU, model=option_b).memory_format == "channels_last"
+
+
+@pytest.mark.parametrize(("shortcut", "layout"), [("A", "channels_last"), ("B", "contiguous")])
+def test_a_run_takes_its_nets_layout_and_says_why_first(tmp_path: Path, capsys, shortcut, layout) -> None:
+    out = tmp_path / "run"
+    net = TINY_NET | {"shortcut": shortcut}
+    train(tiny_config(out, model_overrides=net, dataset=SMALL_DATA, iterations=2, device="cpu", quiet=False))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"precision fp32, {layout} (auto: this CPU has neither AMX nor AVX512-BF16")
+    assert ("no strided 1x1 convolution" in first) == (shortcut == "A")
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["memory_format"] == layout and recorded["mode_reason"] in first
+
+
+def test_resume_keeps_the_layout_the_run_started_with(tmp_path: Path, monkeypatch) -> None:
+    """Started with auto's channels_last; resumed where the rule would say contiguous (a later
+    rule, another machine): the run stays channels_last and ends as an uninterrupted run ends."""
+    recipe = get_recipe("cifar-paper", batch_size=16)
+    settings = {
+        "dataset": SMALL_DATA,
+        "recipe": recipe,
+        "iterations": 6,
+        "checkpoint_every": 2,
+        "device": "cpu",
+    }
+    reference = train(tiny_config(tmp_path / "reference", **settings))
+    out = tmp_path / "run"
+    interrupt_after(tiny_config(out, **settings), 3)
+    monkeypatch.setattr(precision, "_cpu_fp32_layout", lambda model: ("contiguous", "a changed rule"))
+    resumed = train(TrainConfig(model=None, dataset=None, out=out, resume=out, device="cpu", quiet=True))
+    assert reference.summary["memory_format"] == resumed.summary["memory_format"] == "channels_last"
+    assert "no strided 1x1 convolution" in resumed.summary["mode_reason"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["memory_format"] == "channels_last"
+    ours, theirs = resumed.model.state_dict(), reference.model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)

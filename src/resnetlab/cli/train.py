@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.checkpoint import resolve_checkpoint
+from resnetlab.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from resnetlab.engine.config import (
     DEFAULT_CHECKPOINT_MINUTES,
     DEFAULT_EVAL_IMAGES,
@@ -138,9 +138,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sync-bn", action="store_true", default=None, help="BN statistics over all processes")
     p.add_argument(
         "--procs",
-        type=int,
+        type=_procs_arg,
         default=1,
-        help="local processes of one DDP job (gloo on CPUs), the threads shared among them (default 1)",
+        help="local processes of one DDP job (gloo on CPUs), the threads shared among them (default 1); "
+        "auto: 2 on a CPU-only machine with 2 or more threads, else 1 (a resumed run: as it started)",
     )
     p.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint or run directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -246,19 +247,55 @@ def _without_procs(argv: list[str]) -> list[str]:
     return out
 
 
+def _procs_arg(text: str) -> int | str:
+    """``--procs``: a count or ``auto`` (a count is checked for being positive when the run starts)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or auto, got {text!r}") from None
+
+
+def _auto_procs(args: argparse.Namespace) -> tuple[int, str]:
+    """What ``--procs auto`` means for this invocation: a resumed run's recorded count, else
+    :func:`resnetlab.engine.launch.choose_procs`."""
+    from resnetlab.engine.launch import choose_procs
+
+    if not args.resume:
+        return choose_procs(args.device)
+    checkpoint = resolve_checkpoint(args.resume)
+    recorded = load_checkpoint(checkpoint).get("config", {}).get("procs")
+    if recorded is None:
+        raise UserError(
+            f"--procs auto: {checkpoint} does not record how many processes trained it (a run from before "
+            "--procs auto); give --procs N"
+        )
+    return recorded, f"auto: {recorded} as the run started"
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from resnetlab.engine.launch import PROCS_REASON_ENV, threads_per_process
     from resnetlab.engine.trainer import DivergedError, train
 
+    if (args.procs == "auto" or args.procs > 1) and "RANK" in os.environ:
+        raise UserError("--procs starts its own processes: leave it out under torchrun")
+    reason = os.environ.get(PROCS_REASON_ENV)  # set by the launcher for its ranks
+    if args.procs == "auto":
+        args.procs, reason = _auto_procs(args)
+        if not args.quiet:
+            threads = threads_per_process(args.procs)
+            print(f"processes: {args.procs} x {threads} thread(s) ({reason})", flush=True)
     if args.procs < 1:
         raise UserError(f"--procs must be a positive count, got {args.procs}")
     config = build_config(args)
+    if reason is not None and not args.resume:
+        config.procs_reason = reason
     if args.procs > 1:
-        if "RANK" in os.environ:
-            raise UserError("--procs starts its own processes: leave it out under torchrun")
         from resnetlab.engine.launch import launch_local
 
         config.validate()  # one error line here rather than one from every rank
-        return launch_local(args.procs, _without_procs(args.argv))
+        return launch_local(args.procs, _without_procs(args.argv), reason)
     try:
         result = train(config)
     except DivergedError as exc:

@@ -13,7 +13,7 @@ import torch
 from resnetlab.data.datasets import SPEC_HELP
 from resnetlab.engine.precision import MEMORY_FORMATS, PRECISIONS, choose_mode
 from resnetlab.errors import UserError
-from resnetlab.models.zoo import model_info
+from resnetlab.models.zoo import build_model, model_info
 from resnetlab.recipes import Recipe, get_recipe
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -22,7 +22,20 @@ STEP_MODES = ("auto", "eager", "graph")
 # Fields that say where and how a run executes, not what it computes: a finished run is reused
 # when everything else matches, and a resume may change them. data_dir says where the dataset is
 # found, not what it is (the official files are checked against their MD5s wherever they are).
-RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet", "device", "mode_reason", "step", "data_dir")
+# The processes a run trains in are recorded (and kept on resume) but, as before they were, not
+# compared when a finished run is reused.
+RUNTIME_FIELDS = (
+    "out",
+    "resume",
+    "overwrite",
+    "quiet",
+    "device",
+    "mode_reason",
+    "step",
+    "data_dir",
+    "procs",
+    "procs_reason",
+)
 # Defaults of the intervals a run leaves to choose (see resolve_intervals): intermediate evaluation
 # and checkpoints stay a small share of the run's wall time whatever its length.
 DEFAULT_EVALUATIONS = 20  # evaluations per run at most, the final one included
@@ -62,6 +75,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); a started run records what auto chose
     memory_format: str = "auto"  # auto | channels_last | contiguous; recorded the same way
     mode_reason: str | None = None  # why the run computes in that mode (see engine.precision)
+    procs: int | None = None  # processes of the job, recorded when it starts (None: a run from before)
+    procs_reason: str | None = None  # why that many (``--procs auto``), None when given or by default
     compile: bool = False
     step: str = "auto"  # auto | eager | graph (see engine.fleet.choose_step)
     deterministic: bool = False
@@ -250,9 +265,14 @@ def resolve_mode(config: TrainConfig, device: torch.device) -> TrainConfig:
     """``config`` with its precision and memory format chosen for ``device`` and the reason recorded.
 
     Explicit choices are kept; a resumed run's were recorded when it started, so it keeps them and
-    the reason it had then.
+    the reason it had then. The net is built on the meta device (nothing allocated) so that ``auto``
+    can look at its layers (see :func:`choose_mode`).
     """
-    mode = choose_mode(device, config.precision, config.memory_format)
+    net = None
+    if config.memory_format == "auto" and config.model:
+        with torch.device("meta"):
+            net = build_model(config.model, **config.model_overrides)
+    mode = choose_mode(device, config.precision, config.memory_format, net)
     asked = config.precision != "auto" and config.memory_format != "auto"
     reason = config.mode_reason if asked and config.mode_reason else mode.reason
     return replace(config, precision=mode.precision, memory_format=mode.memory_format, mode_reason=reason)

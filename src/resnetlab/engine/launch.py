@@ -6,6 +6,11 @@ so it joins the job through the same :func:`resnetlab.engine.distributed.setup_d
 oversubscribing them. On a CPU the ranks use gloo and split every global batch: two ranks of 64 images
 with BN per rank is the paper's own CIFAR setting (batch 128 on two GPUs).
 
+``--procs auto`` (:func:`choose_procs`) takes 2 processes on a CPU-only machine with at least two
+threads to share, one process elsewhere; the launcher prints the choice and its reason first and the
+ranks record both in config.yaml (``procs``, ``procs_reason``; the reason reaches them through
+``PROCS_REASON_ENV``), so a resumed run starts the same number of processes.
+
 Why not torchrun's agent: on Ctrl-C it sends SIGTERM to the ranks and kills them after a grace period,
 so no rank can finish its iteration and write the checkpoint. Here the ranks run in their own process
 group, the launcher forwards each Ctrl-C to every rank once, and the ranks agree on the iteration to
@@ -30,6 +35,28 @@ from resnetlab.errors import UserError
 # Seconds the other ranks get to end on their own after one failed (a UserError is raised on every
 # rank at once, and they should all exit 2 themselves) before they are terminated.
 GRACE_S = 30.0
+# How the launcher tells its ranks why it started that many of them (recorded in their config).
+PROCS_REASON_ENV = "RESNETLAB_PROCS_REASON"
+
+
+def choose_procs(device: str) -> tuple[int, str]:
+    """What ``--procs auto`` starts for a run on ``device`` (auto, cpu, cuda or mps), and why.
+
+    Two processes of half the threads each where the run trains on a CPU with at least two threads:
+    the ranks' small ops (BN, ReLU, the update) run side by side instead of each split across every
+    thread, and a batch of 128 in two halves with BN per rank is the paper's CIFAR setting (batch 128
+    on two GPUs). One process on a GPU (it is fed by one) and with a single thread (nothing to share).
+    """
+    on_gpu = device in ("cuda", "mps") or (device == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        return 1, "auto: one process drives the GPU"
+    threads = torch.get_num_threads()
+    if threads < 2:
+        return 1, "auto: one thread on this CPU, nothing to share among processes"
+    return 2, (
+        f"auto: a CPU run with {threads} threads: 2 processes of {threads // 2}, each a half batch with "
+        "its own BN statistics (the paper's 2-GPU setting)"
+    )
 
 
 def free_port() -> int:
@@ -48,9 +75,10 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def launch_local(procs: int, argv: list[str]) -> int:
+def launch_local(procs: int, argv: list[str], reason: str | None = None) -> int:
     """Run ``python -m resnetlab *argv`` as ``procs`` ranks of one job; returns the job's exit code
-    (rank 0's when all ended, else the first failure's)."""
+    (rank 0's when all ended, else the first failure's). ``reason`` (why that many) goes to the
+    ranks' config."""
     if procs < 1:
         raise UserError(f"--procs must be a positive count, got {procs}")
     port, threads = free_port(), threads_per_process(procs)
@@ -62,6 +90,8 @@ def launch_local(procs: int, argv: list[str]) -> int:
         "MASTER_PORT": str(port),
         "OMP_NUM_THREADS": str(threads),
     }
+    if reason is not None:
+        base[PROCS_REASON_ENV] = reason
     ranks = [
         subprocess.Popen(
             [sys.executable, "-m", "resnetlab", *argv],

@@ -3,6 +3,7 @@ schedule and meters. The job (``engine.trainer``) owns the data, the loop and th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -36,6 +37,14 @@ class NetRun:
         self.ctx = ctx
         self.ckpt = load_checkpoint(config.resume) if config.resume is not None else None
         self.config = resolve_mode(resumed_config(config, self.ckpt) if self.ckpt else config, ctx.device)
+        recorded = self.config.procs
+        if self.ckpt and recorded is not None and recorded != ctx.world_size:
+            # Each rank's BN sees batch / procs images: another count would change what the run computes.
+            raise UserError(
+                f"--resume {config.resume}: the run trains in {recorded} process(es), not {ctx.world_size} "
+                f"(resume it with --procs {recorded} or --procs auto)"
+            )
+        self.config = replace(self.config, procs=ctx.world_size)
         self.lock = RunLock(self.config.out)
         self.last_checkpoint: int | None = None
         self.last_lr = 0.0  # the rate of the latest step, as logged
