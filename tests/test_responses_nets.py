@@ -13,10 +13,10 @@ import torch
 
 from cli_runner import one_line_error, run_cli
 from resnetlab.data.augment import Normalizer
+from resnetlab.evaluation import evaluate_checkpoint
 from resnetlab.experiments import responses_nets
 from resnetlab.weights import load_weights
 from resnetlab.weights.export import export_safetensors
-from resnetlab.weights.inference import evaluate_checkpoint
 from tiny import SMALL_DATA as DATA
 from tiny_nets import ITERATIONS, checkpoint, net_entry, save_run
 

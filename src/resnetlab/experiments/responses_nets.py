@@ -23,13 +23,13 @@ from resnetlab.engine.distributed import device_name, select_device
 from resnetlab.engine.rundir import environment
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
+from resnetlab.evaluation import checkpoint_batches
 from resnetlab.experiments import records
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.responses_claim import CLAIM, smaller
 from resnetlab.reporting import figures
 from resnetlab.reporting.report import Figure, Section, Table, Verdict
 from resnetlab.weights import load_weights
-from resnetlab.weights.inference import checkpoint_batches
 
 OURS = "resnetlab"  # the source of weights trained by this library (no provenance in the file)
 

@@ -26,11 +26,11 @@ from resnetlab.engine.run_data import eval_sets
 from resnetlab.engine.rundir import environment
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
+from resnetlab.evaluation import checkpoint_batches
 from resnetlab.experiments.responses_nets import describe, unique_labels
 from resnetlab.models import ResNet
 from resnetlab.reporting.report import Table
 from resnetlab.weights import load_weights
-from resnetlab.weights.inference import checkpoint_batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
