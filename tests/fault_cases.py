@@ -270,7 +270,7 @@ def as_ordinary_user() -> Iterator[None]:
     import safetensors.torch  # noqa: F401
 
     import resnetlab.data.folder
-    import resnetlab.weights.inference  # noqa: F401
+    import resnetlab.evaluation  # noqa: F401
 
     os.setegid(NOBODY)
     os.seteuid(NOBODY)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnetlab.analysis.gradients import LayerGradient, early_late_ratio, gradient_norms, weight_layers
-from resnetlab.analysis.responses import layer_responses, response_layers, sorted_stds
+from resnetlab.analysis.responses import layer_responses, measure_responses, response_layers, sorted_stds
 from resnetlab.models import ResNet, build_model
 
 
@@ -77,6 +77,20 @@ def test_responses_are_taken_before_the_addition() -> None:
     p = [v.std for v in layer_responses(plain, [x])]
     assert r[:3] == pytest.approx(p[:3], rel=1e-6)
     assert r[3] != pytest.approx(p[3], rel=1e-3)
+
+
+def test_bf16_responses_are_the_conv_in_bf16_and_stay_close_to_fp32() -> None:
+    model = _tiny(True).eval()
+    x = torch.randn(16, 3, 8, 8)
+    fp32 = measure_responses(model, [x])
+    bf16 = measure_responses(model, [x], autocast=True)
+    # independently: the stem's conv on bf16-rounded input and weights, BN after it
+    with torch.no_grad():
+        conv = F.conv2d(x.bfloat16(), model.conv1.weight.bfloat16(), padding=1).float()
+        stem = model.bn1(conv)
+    assert bf16.responses[0].std == pytest.approx(stem.std().item(), rel=1e-2)
+    assert bf16.responses[0].std != fp32.responses[0].std  # really computed in another precision
+    assert [r.std for r in bf16.responses] == pytest.approx([r.std for r in fp32.responses], rel=0.05)
 
 
 def test_responses_refuse_preact_nets_and_empty_data() -> None:

@@ -24,7 +24,7 @@ from resnetlab.analysis.landscape import (
     lanczos,
     scan,
 )
-from resnetlab.experiments import landscape
+from resnetlab.experiments import landscape, landscape_verdicts
 from tiny_nets import count_measurements, net_entry, tiny_net, twin_runs
 
 
@@ -243,12 +243,12 @@ def test_verdicts_judge_56_layers_and_report_20() -> None:
         _net("plain-56", 56, False, 0.4),
         _net("ResNet-56", 56, True, 0.02),
     ]
-    got = landscape.verdicts(nets)
+    got = landscape_verdicts.verdicts(nets)
     assert [v.holds for v in got] == [None, True, True]
     assert "ResNet-20 0.0800 vs plain-20 0.0500" in got[0].text and "not smaller" in got[0].text
     assert "plain-56 0.4000 vs plain-20 0.0500" in got[2].text
     nets[3]["hessian"]["ratio"] = 0.5
-    assert landscape.verdicts(nets)[1].holds is False
+    assert landscape_verdicts.verdicts(nets)[1].holds is False
 
 
 def test_a_rerun_reuses_each_nets_scan_unless_the_settings_change(

@@ -22,7 +22,7 @@ from resnetlab.analysis.lesion import (
     lesioned_logits,
 )
 from resnetlab.engine.state import model_from_checkpoint
-from resnetlab.experiments import lesion, net_measurements
+from resnetlab.experiments import lesion, lesion_verdicts, net_measurements
 from resnetlab.experiments.trained_nets import TrainedNet
 from resnetlab.models.blocks import ZeroPadShortcut
 from tiny_nets import DATA, checkpoint, count_measurements, net_entry, tiny_net, twin_runs
@@ -192,11 +192,11 @@ def test_verdicts_judge_each_resnet_against_its_plain_twin() -> None:
         _entry("plain-20", 20, False, 0.1, 0.85, 0.0, jump),
         _entry("ResNet-20", 20, True, 0.09, 0.12, 0.5, smooth),
     ]
-    got = lesion.verdicts(nets)
+    got = lesion_verdicts.verdicts(nets)
     assert [v.holds for v in got] == [True, True, True, True], [v.text for v in got]
     # a ResNet that breaks like its twin fails the comparison and the smoothness test
     nets[1] = _entry("ResNet-20", 20, True, 0.09, 0.7, 0.8, [0.7, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
-    holds = [v.holds for v in lesion.verdicts(nets)]
+    holds = [v.holds for v in lesion_verdicts.verdicts(nets)]
     assert holds == [False, True, True, False]
 
 

@@ -10,9 +10,9 @@ import torchvision
 from torch import fx, nn
 
 from resnetlab import create_model, list_models, model_info
-from resnetlab.analysis.counts import count_macs, count_params
+from resnetlab.analysis.counts import count_macs
 from resnetlab.errors import UserError
-from resnetlab.models import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
+from resnetlab.models import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut, count_params
 
 ALL = list_models()
 

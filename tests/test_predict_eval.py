@@ -19,9 +19,9 @@ from resnetlab.engine import TrainConfig, train
 from resnetlab.engine.distributed import DistContext
 from resnetlab.engine.evaluate import TenCropBatches, evaluate
 from resnetlab.engine.state import model_from_checkpoint
+from resnetlab.evaluation import load_image
 from resnetlab.models import build_model
 from resnetlab.recipes import get_recipe
-from resnetlab.weights.inference import load_image
 from tiny import LEARNABLE_DATA, LEARNABLE_NET, TINY_NET, tiny_config
 
 

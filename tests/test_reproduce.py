@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnetlab.analysis import identity
 from resnetlab.cli import main
 from resnetlab.engine.budget import Speed
 from resnetlab.engine.rundir import read_metrics, read_summary
@@ -19,7 +20,6 @@ from resnetlab.experiments import (
     cifar_table,
     degradation,
     finished_runs,
-    identity,
     shared_budget,
     stats,
     training,

@@ -13,12 +13,12 @@ import torch
 
 from cli_runner import one_line_error, run_cli
 from resnetlab.data.augment import Normalizer
+from resnetlab.evaluation import evaluate_checkpoint
 from resnetlab.experiments import responses_nets
 from resnetlab.weights import load_weights
 from resnetlab.weights.export import export_safetensors
-from resnetlab.weights.inference import evaluate_checkpoint
 from tiny import SMALL_DATA as DATA
-from tiny_nets import ITERATIONS, checkpoint, net_entry, save_run
+from tiny_nets import ITERATIONS, checkpoint, count_measurements, net_entry, save_run
 
 _ckpt = partial(checkpoint, data=DATA)  # 32 test images
 
@@ -99,6 +99,29 @@ def test_the_error_from_the_same_pass_equals_eval(nets: dict[str, Path], tmp_pat
     measured = json.loads((tmp_path / "responses.json").read_text())["nets"][0]
     expected = evaluate_checkpoint(load_weights(str(nets["resnet14"])), device="cpu").result["top1_error"]
     assert measured["top1_error"] == pytest.approx(expected)
+
+
+def test_a_rerun_reuses_both_nets_measurements_and_its_report_says_so(
+    nets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured = count_measurements(monkeypatch, responses_nets)
+    refs = f"{nets['plain8']},{nets['resnet8']}"
+    assert _responses(tmp_path, "--nets", refs, "--precision", "fp32")[0] == 0
+    first = json.loads((tmp_path / "responses.json").read_text())["nets"]
+    code, printed, err = _responses(tmp_path, "--nets", refs, "--precision", "fp32")
+    assert code == 0, err
+    assert measured == ["plain-8", "ResNet-8"]  # neither net measured twice
+    record = json.loads((tmp_path / "responses.json").read_text())
+    assert all(n["reused"] for n in record["nets"])
+    assert [n["stds"] for n in record["nets"]] == [n["stds"] for n in first]
+    assert all(f"{v['mark']}: {v['text']}" in printed for v in record["results"]["verdicts"])
+    wall = next(line for line in (tmp_path / "report.md").read_text().splitlines() if "wall time" in line)
+    assert "measured earlier and reused: plain-8 (measured" in wall and "ResNet-8 (measured" in wall
+    # another numeric mode or image count is another measurement
+    assert _responses(tmp_path, "--nets", refs, "--precision", "bf16")[0] == 0
+    assert json.loads((tmp_path / "responses.json").read_text())["precision"] == "bf16"
+    assert _responses(tmp_path, "--nets", refs, "--precision", "fp32", "--test-images", "10")[0] == 0
+    assert measured == ["plain-8", "ResNet-8"] * 3
 
 
 def test_test_images_limits_the_measurement(nets: dict[str, Path], tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from resnetlab.models.params import count_params
 from resnetlab.models.resnet import ResNet
 
 
@@ -25,11 +26,6 @@ class StageCount:
     output_shape: tuple[int, ...]
     params: int
     macs: int
-
-
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all of them, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def count_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> int:

@@ -85,13 +85,15 @@ def measure_responses(
     batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
     device: str | torch.device = "cpu",
     limit: int | None = None,
+    autocast: bool = False,
 ) -> Measurement:
     """Std of every 3x3 layer's response (after BN) over ``batches``, in forward order, and the
     top-1 error of the logits where the batches are (inputs, labels, ...) tuples.
 
     ``batches`` yields input tensors or such tuples, e.g. a test-set
-    :class:`~resnetlab.data.loader.TensorBatches` epoch; ``limit`` stops after that many images.
-    The model is evaluated in eval mode and left in the mode it came in.
+    :class:`~resnetlab.data.loader.TensorBatches` epoch; ``limit`` stops after that many images;
+    ``autocast`` runs the forward passes under bf16 autocast (the moments are summed in float64
+    either way). The model is evaluated in eval mode and left in the mode it came in.
     """
     layers = response_layers(model)
     moments = [_Moments() for _ in layers]
@@ -99,8 +101,9 @@ def measure_responses(
     was_training = model.training
     model.eval()
     images, wrong, labelled = 0, 0, True
+    device = torch.device(device)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             for batch in batches:
                 x = batch[0] if isinstance(batch, tuple | list) else batch
                 take = x.shape[0] if limit is None else min(x.shape[0], limit - images)

@@ -11,8 +11,8 @@ from resnetlab.atomic import atomic_write
 from resnetlab.engine.config import DEVICES
 from resnetlab.engine.precision import MEMORY_FORMATS, PRECISIONS
 from resnetlab.errors import UserError
+from resnetlab.evaluation import Evaluation, evaluate_checkpoint, save_confusion_png
 from resnetlab.weights import WEIGHTS_HELP, load_weights, output_dir
-from resnetlab.weights.inference import Evaluation, evaluate_checkpoint, save_confusion_png
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from resnetlab.errors import UserError
+from resnetlab.evaluation import predict_images
 from resnetlab.weights import WEIGHTS_HELP, load_weights
-from resnetlab.weights.inference import predict_images
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

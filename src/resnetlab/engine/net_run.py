@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from resnetlab.analysis.counts import count_params
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
 from resnetlab.engine.config import TrainConfig, resolve_mode, resumed_config
 from resnetlab.engine.distributed import DistContext, convert_sync_bn
@@ -23,7 +22,7 @@ from resnetlab.engine.schedules import LRSchedule
 from resnetlab.engine.state import check_weights
 from resnetlab.engine.static_sgd import StaticSGD
 from resnetlab.errors import UserError
-from resnetlab.models import ResNet, build_model
+from resnetlab.models import ResNet, build_model, count_params
 
 
 class DivergedError(UserError):

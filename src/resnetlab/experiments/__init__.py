@@ -1,41 +1,43 @@
 """One module per result of the paper: spec -> runs (through the engine) -> metrics files -> figures.
 
-Each experiment module has ``run(opts, ...) -> record`` (train or reuse what it needs, measure, and
-write ``OUT/<experiment>.json``) and ``section(out, record) -> Section`` (tables, verdicts and figures
-computed from the files alone). :func:`build_report` turns every record found in a folder into one
-report, so ``resnetlab report DIR`` redraws everything without training. What the experiments share:
-:mod:`~.options`, :mod:`~.cifar_nets` (the nets), :mod:`~.training` (their runs),
-:mod:`~.finished_runs` (reading them back), :mod:`~.stats` (seed statistics) and :mod:`~.records`.
+Each experiment module declares itself in its ``EXPERIMENT`` (:mod:`~.declaration`): its name and
+options, ``run(opts, ...) -> record`` (train or reuse what it needs, measure, and write
+``OUT/<experiment>.json``) and ``section(out, record) -> Section`` (tables, verdicts and figures
+computed from the files alone). :func:`experiments` finds them all; :func:`build_report` turns every
+record found in a folder into one report, so ``resnetlab report DIR`` redraws everything without
+training. What the experiments that train share: :mod:`~.options`, :mod:`~.cifar_nets` (the nets),
+:mod:`~.training` (their runs), :mod:`~.finished_runs` (reading them back), :mod:`~.stats` (seed
+statistics) and :mod:`~.records`; the studies of given trained nets: :mod:`~.trained_nets`,
+:mod:`~.studies` and :mod:`~.net_measurements`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import pkgutil
 import time
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 from resnetlab.errors import UserError
-
-# experiment name (as on the command line and in OUT/<name>.json) -> module, in report order
-EXPERIMENTS = {
-    "degradation": "resnetlab.experiments.degradation",
-    "responses": "resnetlab.experiments.responses",
-    "gradients": "resnetlab.experiments.gradients",
-    "identity": "resnetlab.experiments.identity",
-    "shortcuts": "resnetlab.experiments.shortcuts",
-    "cifar-table": "resnetlab.experiments.cifar_table",
-    "lesion": "resnetlab.experiments.lesion",
-    "landscape": "resnetlab.experiments.landscape",
-}
+from resnetlab.experiments.declaration import Experiment
 
 
-def experiment_module(name: str) -> ModuleType:
-    """The module that implements experiment ``name``."""
-    return importlib.import_module(EXPERIMENTS[name])
+@functools.cache
+def experiments() -> dict[str, Experiment]:
+    """Every experiment declared in this package (a module with an ``EXPERIMENT``), by name, in
+    their declared order."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        declared = getattr(importlib.import_module(f"{__name__}.{info.name}"), "EXPERIMENT", None)
+        if isinstance(declared, Experiment):
+            found.append(declared)
+    if len({e.name for e in found}) < len(found) or len({e.order for e in found}) < len(found):
+        raise RuntimeError(f"two experiments share a name or an order: {[(e.name, e.order) for e in found]}")
+    return {e.name: e for e in sorted(found, key=lambda e: e.order)}
 
 
 def build_report(out: Path) -> tuple[Path, Path]:
@@ -51,13 +53,13 @@ def build_report(out: Path) -> tuple[Path, Path]:
     if not out.is_dir():
         raise UserError(f"{out} is not a directory: give the --out folder of a reproduce command")
     sections = []
-    for name in EXPERIMENTS:
+    for name, experiment in experiments().items():
         path = record_path(out, name)
         if not path.is_file():
             continue
         record = read_record(path)
         try:
-            section = experiment_module(name).section(out, record)
+            section = experiment.section(out, record)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             # A record is only ever written whole by `reproduce`; one that lacks what its section
             # reads was edited or comes from elsewhere. Name it instead of showing a traceback.
@@ -72,7 +74,7 @@ def build_report(out: Path) -> tuple[Path, Path]:
         write_record(out, record)
         sections.append(section)
     if not sections:
-        names = ", ".join(f"{n}.json" for n in EXPERIMENTS)
+        names = ", ".join(f"{n}.json" for n in experiments())
         raise UserError(f"{out} holds no reproduction records ({names}): run `resnetlab reproduce ...` first")
     header = {
         "folder": str(out.resolve()),

@@ -7,6 +7,7 @@ beside the paper's 64k iterations.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 from resnetlab.engine.rundir import RUN_FILES, read_summary
 from resnetlab.errors import UserError
 from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
-from resnetlab.experiments.cifar_nets import CifarNet, net_of
+from resnetlab.experiments.cifar_nets import CifarNet, net_of, parse_depths
+from resnetlab.experiments.declaration import Experiment, arg, train_nothing
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.stats import clearly_above
 from resnetlab.models.zoo import model_info
@@ -250,3 +252,41 @@ def section(out: Path, record: dict[str, Any]) -> Section:
             Figure(curves_fig, "Training (thin) and test (bold) error against iterations, mean over seeds."),
         ],
     )
+
+
+def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.runs is None:
+        return {"depths": parse_depths(args.depths)}
+    paths = tuple(Path(r.strip()) for r in args.runs.split(",") if r.strip())
+    if not paths:
+        raise UserError(f"--runs needs comma-separated run directories, got {args.runs!r}")
+    train_nothing(args, "--runs reads finished runs")
+    if args.dataset is not None:
+        raise UserError("--runs reads finished runs, each with the data it was trained on: drop --dataset")
+    return {"runs": paths}
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    order=60,
+    summary="Table 6 rows: test error of ResNets of several depths, mean ± std over seeds",
+    run=run,
+    section=section,
+    args=(
+        arg(
+            "--depths",
+            "CIFAR depths 6n+2 (default: %(default)s)",
+            default="20,32,44,56,110",
+            exclusive="runs",
+        ),
+        arg(
+            "--runs",
+            "train nothing: make the rows from these finished runs of the paper's CIFAR nets (run "
+            "directories of `resnetlab train` or benchmarks/paper_schedule_gpu.py, or folders of them), "
+            "each shown with its iterations beside the paper's 64,000; an unfinished run is refused",
+            metavar="DIR,DIR,...",
+            exclusive="runs",
+        ),
+    ),
+    kwargs=_kwargs,
+)

@@ -14,7 +14,8 @@ from typing import Any
 
 from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.experiments import finished_runs, records, shared_budget, training
-from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.cifar_nets import CifarNet, parse_depths
+from resnetlab.experiments.declaration import Experiment, arg
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.stats import Stat, clearly_above
 from resnetlab.reporting import figures
@@ -197,3 +198,16 @@ def section(out: Path, record: dict[str, Any]) -> Section:
             "Same recipe (the paper's, lr milestones scaled to the budget), seed and data order for all.",
         ],
     )
+
+
+DEPTHS_TEXT = ",".join(str(d) for d in DEFAULTS.depths)  # the --depths default as typed
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    order=10,
+    summary="plain vs residual nets of several depths: Fig. 1 and Fig. 6, training and test error",
+    run=run,
+    section=section,
+    args=(arg("--depths", "CIFAR depths 6n+2 (default: %(default)s)", default=DEPTHS_TEXT),),
+    kwargs=lambda args: {"depths": parse_depths(args.depths)},
+)

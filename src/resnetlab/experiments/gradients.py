@@ -17,7 +17,8 @@ import torch
 from resnetlab.analysis.gradients import LayerGradient, early_late_ratio, gradient_norms
 from resnetlab.engine.distributed import select_device
 from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
-from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.cifar_nets import CifarNet, parse_depths
+from resnetlab.experiments.declaration import Experiment, arg, positive_int
 from resnetlab.experiments.options import Options
 from resnetlab.reporting import figures
 from resnetlab.reporting.report import Figure, Section, Table, Verdict, budget_note
@@ -145,3 +146,17 @@ def section(out: Path, record: dict[str, Any]) -> Section:
             "The net at initialisation is rebuilt from the run's seed: the weights the run started from.",
         ],
     )
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    order=30,
+    summary="per-layer weight-gradient norms at initialisation and after training, plain vs residual",
+    run=run,
+    section=section,
+    args=(
+        arg("--depths", "CIFAR depths 6n+2 (default: %(default)s)", default=degradation.DEPTHS_TEXT),
+        arg("--batches", "batches to average each norm over (default: 4)", type=positive_int, default=4),
+    ),
+    kwargs=lambda args: {"depths": parse_depths(args.depths), "batches": args.batches},
+)

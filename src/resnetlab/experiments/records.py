@@ -38,6 +38,15 @@ def run_entries(out: Path, runs: dict[tuple[CifarNet, int], Path]) -> list[dict[
     ]
 
 
+def header(experiment: str, device: torch.device) -> dict[str, Any]:
+    """What every record starts with: the experiment, the command, versions, machine and threads."""
+    return {
+        "experiment": experiment,
+        **environment(device_name(device), 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def base_record(
     experiment: str,
     opts: Options,
@@ -45,13 +54,10 @@ def base_record(
     started: float,
     runs: dict[tuple[CifarNet, int], Path] | None = None,
 ) -> dict[str, Any]:
-    """What every record holds: command, environment, budget, options, runs and wall times."""
-    env = environment(device_name(select_device(opts.device)), 1)
+    """The record of an experiment that trains its nets: the header, budget, options, runs and wall
+    times (a study of given trained nets has :func:`resnetlab.experiments.studies.run` instead)."""
     runs = runs or {}
-    return {
-        "experiment": experiment,
-        **env,
-        "torch_threads": torch.get_num_threads(),
+    return header(experiment, select_device(opts.device)) | {
         "dataset": opts.dataset,
         "seeds": opts.seeds,
         "batch_size": opts.batch_size,

@@ -8,19 +8,25 @@ With ``--nets`` it trains nothing and measures given trained nets instead (see
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from resnetlab.analysis.responses import layer_responses
+from resnetlab.data.datasets import SPEC_HELP
 from resnetlab.engine.distributed import select_device
+from resnetlab.engine.precision import PRECISIONS
 from resnetlab.experiments import degradation, finished_runs, records, responses_nets, shared_budget, training
-from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.cifar_nets import CifarNet, parse_depths
+from resnetlab.experiments.declaration import Experiment, arg, positive_int, train_nothing
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.responses_claim import CLAIM, smaller
+from resnetlab.experiments.trained_nets import parse_refs
 from resnetlab.reporting import figures
 from resnetlab.reporting.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+from resnetlab.weights import WEIGHTS_HELP
 
 NAME = "responses"
 
@@ -125,3 +131,52 @@ def section(out: Path, record: dict[str, Any]) -> Section:
         ],
         notes=["Layer 1 is the stem's 3x3 conv; then conv1 and conv2 of every basic block."],
     )
+
+
+def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.nets is None:
+        return {"depths": parse_depths(args.depths), "test_images": args.test_images}
+    train_nothing(args, "--nets measures trained nets")
+    return {"nets": parse_refs(args.nets), "dataset": args.dataset, "test_images": args.test_images}
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    order=20,
+    summary="std of every 3x3 layer's response of trained plain and residual nets (Fig. 7)",
+    run=run,
+    section=section,
+    args=(
+        arg(
+            "--dataset", f"{SPEC_HELP} (default: {degradation.DEFAULTS.dataset}; with --nets, each net's own)"
+        ),
+        arg(
+            "--out",
+            "output folder (default: %(default)s); with --nets, each net's measurement is kept there and "
+            "a rerun with the same net and settings reuses it",
+            type=Path,
+            default=Path("runs") / NAME,
+        ),
+        arg(
+            "--precision",
+            "auto (default): bf16 autocast where the device computes bf16 natively, fp32 elsewhere; "
+            "with --nets, of the measuring passes",
+            choices=PRECISIONS,
+            default="auto",
+        ),
+        arg(
+            "--depths",
+            "CIFAR depths 6n+2 to train (default: %(default)s)",
+            default=degradation.DEPTHS_TEXT,
+            exclusive="nets",
+        ),
+        arg(
+            "--nets",
+            f"measure these trained nets instead of training any; each REF is {WEIGHTS_HELP}",
+            metavar="REF,REF,...",
+            exclusive="nets",
+        ),
+        arg("--test-images", "test images to measure on (default: all)", type=positive_int),
+    ),
+    kwargs=_kwargs,
+)

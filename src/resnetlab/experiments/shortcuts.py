@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
-from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.cifar_nets import CifarNet, parse_depths
+from resnetlab.experiments.declaration import Experiment, arg
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.stats import Stat, clearly_above
 from resnetlab.reporting import figures
@@ -162,3 +163,14 @@ def section(out: Path, record: dict[str, Any]) -> Section:
             Figure(curves, "Error curves of the plain net and the three options."),
         ],
     )
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    order=50,
+    summary="shortcut options A, B and C on the same CIFAR net and budget (Table 3 shape)",
+    run=run,
+    section=section,
+    args=(arg("--depth", "CIFAR depth 6n+2 (default: 20)", type=int, default=20),),
+    kwargs=lambda args: {"depth": parse_depths(str(args.depth), count=1)[0]},
+)

@@ -1,17 +1,13 @@
-"""What the studies of given trained nets share (``reproduce lesion`` and ``reproduce landscape``):
-loading each weights reference with its own preprocessing, its test or training images, twin pairs
-(plain and residual nets trained alike at one depth), the numeric mode of the fast passes, the time
-taken, and the report lines every such study starts with.
-
-Nets are described as :func:`resnetlab.experiments.responses_nets.describe` describes them, so
-the three studies of trained nets label and pair nets alike.
+"""Given trained nets, as every study of them takes them (``reproduce responses --nets``, ``lesion``,
+``landscape``): the ``--nets`` references parsed and loaded, each net described and labelled, its own
+preprocessing, its test split or a fixed subset of its training images, and twin pairs (plain and
+residual nets trained alike at one depth). :mod:`~resnetlab.experiments.studies` runs a study on them.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,19 +16,69 @@ import torch
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.datasets import load_dataset
 from resnetlab.data.loader import EVAL_ORDER_SEED, seeded_generator
-from resnetlab.engine.distributed import device_name
 from resnetlab.engine.precision import NumericMode
 from resnetlab.engine.run_data import eval_sets
-from resnetlab.engine.rundir import environment
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
-from resnetlab.experiments.responses_nets import describe, unique_labels
+from resnetlab.evaluation import checkpoint_batches
 from resnetlab.models import ResNet
-from resnetlab.reporting.report import Table
 from resnetlab.weights import load_weights
-from resnetlab.weights.inference import checkpoint_batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+OURS = "resnetlab"  # the source of weights trained by this library (no provenance in the file)
+
+
+def parse_refs(text: str) -> tuple[str, ...]:
+    """The references of a ``--nets REF,REF,...`` value; none is a UserError."""
+    refs = tuple(r.strip() for r in text.split(",") if r.strip())
+    if not refs:
+        raise UserError(f"--nets needs comma-separated weights references, got {text!r}")
+    return refs
+
+
+def depth_of(config: dict[str, Any]) -> int:
+    """Weighted layers of a net as the paper counts them: stem conv, the blocks' convs, the fc."""
+    per_block = 3 if config.get("block") == "bottleneck" else 2
+    return 2 + per_block * sum(config["layers"])
+
+
+def describe(ref: str, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a record says about one net besides its measurement: reference, kind and provenance."""
+    config = ckpt["model_config"]
+    residual = bool(config.get("residual", True))
+    provenance = ckpt.get("provenance") or {}
+    source = provenance.get("converted_from") or provenance.get("publisher") or OURS
+    depth = depth_of(config)
+    label = f"{'ResNet' if residual else 'plain'}-{depth}" + ("" if source == OURS else f" ({source})")
+    return {
+        "ref": ref,
+        "origin": ckpt["origin"],
+        "label": label,
+        "model_name": ckpt["model_name"],
+        "depth": depth,
+        "residual": residual,
+        "source": source,
+        "iterations": ckpt.get("iteration"),
+        "trained_on": ckpt.get("config", {}).get("dataset"),
+        "provenance": provenance or None,
+        "normalization": ckpt["normalizer"]["mode"],
+        "classes": len(ckpt["classes"]),
+    }
+
+
+def unique_labels(nets: list[dict[str, Any]]) -> None:
+    """Nets that would share a label get their iteration counts added where those tell them
+    apart, else a number."""
+    same: dict[str, list[dict[str, Any]]] = {}
+    for n in nets:
+        same.setdefault(n["label"], []).append(n)
+    for label, group in same.items():
+        if len(group) < 2:
+            continue
+        counts = [n["iterations"] for n in group]
+        by_count = None not in counts and len(set(counts)) == len(counts)
+        for i, n in enumerate(group, 1):
+            n["label"] = f"{label} ({n['iterations']:,} it)" if by_count else f"{label} #{i}"
 
 
 @dataclass
@@ -49,8 +95,7 @@ def load_nets(refs: tuple[str, ...]) -> list[TrainedNet]:
     nets = []
     for ref in refs:
         ckpt = load_weights(ref)
-        info = describe(ref, ckpt) | {"classes": len(ckpt["classes"])}
-        nets.append(TrainedNet(info, ckpt, model_from_checkpoint(ckpt)))
+        nets.append(TrainedNet(describe(ref, ckpt), ckpt, model_from_checkpoint(ckpt)))
     unique_labels([n.info for n in nets])
     return nets
 
@@ -66,17 +111,33 @@ def _layout(batches: list[Batch], mode: NumericMode) -> list[Batch]:
     return [(x.contiguous(memory_format=fmt), y) for x, y in batches]
 
 
+class InLayout:
+    """Batches that can be iterated again and again, each in ``mode``'s memory format."""
+
+    def __init__(self, batches: Any, mode: NumericMode) -> None:
+        self.batches = batches
+        self.format = torch.channels_last if mode.channels_last else torch.contiguous_format
+
+    def __iter__(self) -> Iterator[Batch]:
+        return ((x.contiguous(memory_format=self.format), y) for x, y in self.batches)
+
+
 def test_batches(
-    net: TrainedNet, dataset: str | None, data_dir: str | None, batch_size: int, device: torch.device
-):
+    net: TrainedNet,
+    dataset: str | None,
+    data_dir: str | None,
+    batch_size: int,
+    device: torch.device,
+    mode: NumericMode,
+) -> InLayout:
     """The test split of ``dataset`` (default: the net's own) as the net expects it, in a fixed
-    shuffled order (any prefix is a fair sample)."""
+    shuffled order (any prefix is a fair sample), in ``mode``'s memory format."""
     split, batches = checkpoint_batches(
         net.ckpt, dataset=dataset, data_dir=data_dir, batch_size=batch_size, device=device
     )
     if split != "test":
         raise UserError(f"{net.info['ref']}: the dataset has no test split to measure on (only {split})")
-    return batches
+    return InLayout(batches, mode)
 
 
 def training_subset(
@@ -139,96 +200,3 @@ def deeper(nets: list[dict[str, Any]], residual: bool) -> list[tuple[dict[str, A
         for a, b in itertools.combinations(kind, 2)
         if a["depth"] < b["depth"] and (a["source"], a["iterations"]) == (b["source"], b["iterations"])
     ]
-
-
-def _load() -> float | None:
-    """The 1-minute load average (runnable threads, this process's included), where the OS has one."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-class Clock:
-    """Wall and CPU time of a study, and how busy the machine was when it started (a shared machine
-    makes the wall time longer than the work needs)."""
-
-    def __init__(self) -> None:
-        self.wall = time.perf_counter()
-        self.cpu = time.process_time()
-        self.load = _load()
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "wall_time_s": time.perf_counter() - self.wall,
-            "cpu_time_s": time.process_time() - self.cpu,
-            "load_average_start": self.load,
-            "load_average_end": _load(),
-        }
-
-
-def base_record(experiment: str, device: torch.device, mode: NumericMode, **fields: Any) -> dict[str, Any]:
-    """What a study's record holds besides its measurements."""
-    return {
-        "experiment": experiment,
-        **environment(device_name(device), 1),
-        "torch_threads": torch.get_num_threads(),
-        "precision": mode.precision,
-        "memory_format": mode.memory_format,
-        "precision_reason": mode.reason,
-        **fields,
-    }
-
-
-def wall_time(record: dict[str, Any]) -> str:
-    """'412 s (6.9 min) for this command, CPU time ...', and how busy the machine was: a wall time
-    measured on cores shared with other work is longer than the work needs."""
-    wall, cpu = record["wall_time_s"], record["cpu_time_s"]
-    text = f"{wall:.0f} s ({wall / 60:.1f} min) for this command, CPU time {cpu:.0f} s"
-    loads = [
-        f"{record[key]:.1f} at the {when}"
-        for key, when in (("load_average_start", "start"), ("load_average_end", "end"))
-        if record.get(key) is not None
-    ]
-    if loads:
-        text += (
-            f"; 1-minute load average {' and '.join(loads)}, this command's own "
-            f"{record['torch_threads']} thread(s) included"
-        )
-    return text
-
-
-def reused_note(nets: list[dict[str, Any]]) -> str:
-    """'; measured earlier and reused: plain-20 (measured 2026-12-06 11:40:02, 69 s)', or '' when
-    this command measured every net."""
-    reused = [
-        f"{n['label']} (measured {n['reused']}, {n['wall_time_s']:.0f} s)" for n in nets if n.get("reused")
-    ]
-    return f"; measured earlier and reused: {', '.join(reused)}" if reused else ""
-
-
-def study_meta(record: dict[str, Any], budget: str) -> dict[str, str]:
-    """The lines every study's report section starts with."""
-    datasets = sorted({n["dataset"] for n in record["nets"]})
-    return {
-        "command": record["command"],
-        "versions": f"resnetlab {record['resnetlab_version']}, torch {record['torch_version']}",
-        "device": f"{record['device']} ({record['torch_threads']} threads), {record['precision']} "
-        f"({record['precision_reason']})",
-        "dataset": ", ".join(datasets),
-        "budget": budget,
-        "wall time": wall_time(record) + reused_note(record["nets"]),
-    }
-
-
-def origins(nets: list[dict[str, Any]]) -> Table:
-    """Where each net's weights came from."""
-    rows = [
-        [
-            n["label"],
-            f"`{n['ref']}`",
-            f"{n['source']}"
-            + (f", {n['iterations']:,} iterations" if n["iterations"] else "")
-            + f", on {n['trained_on'] or 'an unnamed dataset'}",
-            n["normalization"],
-        ]
-        for n in nets
-    ]
-    return Table("Where the weights came from", ["net", "reference", "trained", "normalisation"], rows)

@@ -1,5 +1,6 @@
 """Using trained weights: the registry of pretrained weights, one loader for every way of naming
-weights, and what is done with them (evaluate, predict, export, convert, the torch.hub entry points).
+weights, and what is done with them (export, convert, the torch.hub entry points); evaluating and
+classifying with them is :mod:`resnetlab.evaluation`.
 
 A card (:class:`WeightsCard`, in :mod:`~resnetlab.weights.card`) says what a set of weights is: the
 registered architecture, a tag, who published it under which licence, what it was trained on and
@@ -24,8 +25,8 @@ converted directory or ``.safetensors`` file, ``pretrained:NAME[:TAG]``, or ``ak
 
 The modules: ``card`` and ``registry`` (what weights there are), ``loading`` (references to
 checkpoint dicts and nets), ``convert`` (other projects' checkpoints), ``export`` (safetensors and
-ONNX releases), ``folding`` (inference-time rewrites), ``inference`` (evaluate, predict) and ``hub``
-(``create_model`` and the torch.hub entry points).
+ONNX releases), ``folding`` (inference-time rewrites) and ``hub`` (``create_model`` and the
+torch.hub entry points).
 """
 
 from resnetlab.weights.card import SCHEME, Accuracy, WeightsCard
