@@ -42,6 +42,7 @@ IMPORT_RESNETLAB = {
     "resnetlab.errors",
     "resnetlab.models",
     "resnetlab.models.blocks",
+    "resnetlab.models.params",
     "resnetlab.models.resnet",
     "resnetlab.models.zoo",
     "resnetlab.weights",
