@@ -23,7 +23,7 @@ HELP = {
     "gradients": "per-layer weight-gradient norms at initialisation and after training, plain vs residual",
     "identity": "can stacked layers learn the identity? plain vs residual blocks; the construction argument",
     "shortcuts": "shortcut options A, B and C on the same CIFAR net and budget (Table 3 shape)",
-    "cifar-table": "Table 6 rows: test error of ResNets of several depths, mean ± std over seeds",
+    "cifar-table": "Table 6 rows: test error of ResNets of several depths (mean ± std with --seeds 2 and up)",
 }
 
 
@@ -164,20 +164,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # Studies of given trained nets: they train nothing, so they take none of the training options.
+# Their wall times depend on the machine and its load: the help names where the measured ones are
+# rather than repeating a number that would drift from them.
+STUDY_TIMES = "docs/studies.md in the resnetlab repository (each run with its machine and wall time)"
 STUDIES = {
     "lesion": (
         "test error of trained nets with blocks deleted (Veit et al. 2016): each single block, then k "
         "random blocks, plain twins beside ResNets. Cost: per net, one pass over the test set per "
         "deletable block plus DRAWS per k = 2..n, each starting at its first deleted block (bf16 where "
-        "native): about 70 s per 20-layer net on the 10,000 test images on 2 free CPU cores (measured), "
-        "about 11x that per 56-layer net; --eval-limit for less"
+        "native); --eval-limit for less. Measured times: "
+        f"{STUDY_TIMES}"
     ),
     "landscape": (
         "filter-normalised 1-D and 2-D loss surfaces of trained nets and their Hessian's "
         "|lambda_min/lambda_max| (Li et al. 2018). Cost: per net, GRID^2 + 2 GRID passes over IMAGES "
         "training images (bf16 where native) and HESSIAN_STEPS Hessian-vector products (fp32, each "
-        "about 12 passes' work); at the defaults 6.5 min for plain-20 on 2 CPU cores (measured, with "
-        "other work on them), so under 15 min for a 20-layer pair, about 3x that per 56-layer net"
+        "about 12 passes' work). Measured times: "
+        f"{STUDY_TIMES}"
     ),
 }
 
