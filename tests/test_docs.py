@@ -18,6 +18,7 @@ import io
 import json
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -423,3 +424,11 @@ def test_table6_test_errors_are_the_shipped_cards(net: str, card: str) -> None:
     assert error in results
     headline = [ours for _, anchor, ours in headline_rows() if anchor.startswith("table-6")]
     assert error in headline
+
+
+def test_the_readme_names_every_optional_extra() -> None:
+    """The install section names each extra of pyproject.toml (and no other) as `pip install` takes it."""
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    readme = (ROOT / "README.md").read_text()
+    install = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r'"\.\[(\w+)\]"', install)) == extras
