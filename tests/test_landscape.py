@@ -208,7 +208,7 @@ def test_landscape_cli_measures_reports_and_redraws(nets: dict[str, Path], tmp_p
     refs = ",".join(str(nets[n]) for n in ("plain14", "resnet14"))
     # --images 64 is the whole training split, so an independent computation needs no subset;
     # bf16 for the scans, so the fp32 centre and the fast one must differ (and stay close)
-    small = ["--images", "64", "--grid", "3", "--hessian-steps", "20", "--batch-size", "16"]
+    small = ["--images", "64", "--grid", "3", "--hessian-steps", "6", "--batch-size", "16"]
     code, printed, err = run_cli(
         [
             "reproduce",
@@ -241,13 +241,17 @@ def test_landscape_cli_measures_reports_and_redraws(nets: dict[str, Path], tmp_p
         # the centre of the grid and of the line is the trained net, in the scans' precision
         assert entry["grid"]["loss"][1][1] == pytest.approx(entry["centre_loss_fast"], rel=1e-6)
         assert entry["line"]["loss"][2] == pytest.approx(entry["centre_loss_fast"], rel=1e-6)
-        # Lanczos' Ritz values lie inside the spectrum of the Hessian of the same mean loss (here from
-        # many more steps on the same images), and 20 steps find its top; the ratio is theirs
-        h = entry["hessian"]
-        ref = hessian_extremes(model, [(x, y)], 80, torch.Generator().manual_seed(5))
-        assert ref.lambda_min - 1e-4 <= h["lambda_min"] <= h["lambda_max"] <= ref.lambda_max * (1 + 1e-4)
-        assert h["lambda_max"] == pytest.approx(ref.lambda_max, rel=0.02)
-        assert h["ratio"] == pytest.approx(abs(h["lambda_min"] / h["lambda_max"]), rel=1e-9)
+    # Lanczos' Ritz values lie inside the spectrum of the Hessian of the same mean loss (here from
+    # 30 steps on the same images, by hand), and a few steps find its top; the ratio is theirs
+    h = plain["hessian"]
+    model, x, y = _all_training_images(residual=False)
+    ref = hessian_extremes(model, [(x, y)], 30, torch.Generator().manual_seed(5))
+    assert ref.lambda_min - 1e-4 <= h["lambda_min"] <= h["lambda_max"] <= ref.lambda_max * (1 + 1e-4)
+    assert h["lambda_max"] == pytest.approx(ref.lambda_max, rel=0.05)
+    for entry in (plain, res):
+        assert entry["hessian"]["ratio"] == pytest.approx(
+            abs(entry["hessian"]["lambda_min"] / entry["hessian"]["lambda_max"]), rel=1e-9
+        )
     verdicts = record["results"]["verdicts"]
     assert len(verdicts) == 1 and verdicts[0]["mark"] == "INCONCLUSIVE"  # 14 layers: reported, not judged
     assert f"{verdicts[0]['mark']}: {verdicts[0]['text']}" in printed
