@@ -24,7 +24,10 @@ from resnetlab.analysis.landscape import (
     lanczos,
     scan,
 )
+from resnetlab.data import Normalizer
+from resnetlab.data.datasets import load_dataset
 from resnetlab.experiments import landscape, landscape_verdicts
+from tiny_nets import DATA as TINY_DATA
 from tiny_nets import count_measurements, net_entry, tiny_net, twin_runs
 
 
@@ -61,6 +64,17 @@ def test_a_scan_uses_running_statistics_and_changes_nothing() -> None:
     centre = evaluate_loss(model.eval(), batches)
     assert points[0].loss == pytest.approx(centre.loss, rel=1e-6)
     assert points[1].loss != pytest.approx(centre.loss, rel=1e-3)
+    # the point (0.5, -0.5) is the net with w + 0.5 d0 - 0.5 d1, built here by hand and scored with
+    # cross_entropy over all 16 images: a sign, scale or direction mix-up would miss it
+    moved = tiny_net(2, residual=True)
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            p.copy_(weights[name] + 0.5 * d[0][name] - 0.5 * d[1][name])
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    with torch.no_grad():
+        logits = moved.eval()(x)
+    assert points[1].loss == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-5)
+    assert points[1].accuracy == float((logits.argmax(1) == y).float().mean())
     with torch.no_grad():  # and it is the eval-mode loss, not the batch-statistics one
         train_loss = nn.functional.cross_entropy(model.train()(batches[0][0]), batches[0][1])
     assert float(train_loss) != pytest.approx(centre.loss, rel=1e-3)
@@ -182,24 +196,62 @@ def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return twin_runs(tmp_path_factory.mktemp("nets"))
 
 
+def _all_training_images(residual: bool) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The tiny net of ``nets`` and all of its training images, prepared by hand (not by the
+    experiment's code): the normaliser fitted on the training split, as the saved checkpoint has it."""
+    model = tiny_net(2, residual=residual)
+    train = load_dataset(TINY_DATA).train
+    return model, Normalizer.fit(train.images)(train.images), train.labels
+
+
 def test_landscape_cli_measures_reports_and_redraws(nets: dict[str, Path], tmp_path: Path) -> None:
     refs = ",".join(str(nets[n]) for n in ("plain14", "resnet14"))
-    small = ["--images", "40", "--grid", "3", "--hessian-steps", "4", "--batch-size", "16"]
+    # --images 64 is the whole training split, so an independent computation needs no subset;
+    # bf16 for the scans, so the fp32 centre and the fast one must differ (and stay close)
+    small = ["--images", "64", "--grid", "3", "--hessian-steps", "6", "--batch-size", "16"]
     code, printed, err = run_cli(
-        ["reproduce", "landscape", "--nets", refs, "--out", str(tmp_path), "--quiet", *small]
+        [
+            "reproduce",
+            "landscape",
+            "--nets",
+            refs,
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--precision",
+            "bf16",
+            *small,
+        ]
     )
     assert code == 0, err
     record = json.loads((tmp_path / "landscape.json").read_text())
     plain, res = record["nets"]
     assert (plain["label"], res["label"]) == ("plain-14", "ResNet-14")
-    assert plain["images"] == 40 and record["line"] == 5
-    assert record["precision"] == "fp32" and plain["centre_loss_fast"] == plain["centre_loss"]
-    assert plain["line"]["at"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
-    assert len(plain["grid"]["loss"]) == 3 and all(len(r) == 3 for r in plain["grid"]["loss"])
-    # the centre of the grid and of the line is the trained net
-    assert plain["grid"]["loss"][1][1] == pytest.approx(plain["centre_loss_fast"], rel=1e-6)
-    assert plain["line"]["loss"][2] == pytest.approx(plain["centre_loss_fast"], rel=1e-6)
-    assert res["hessian"]["steps"] == 4 and res["hessian"]["ratio"] >= 0
+    assert record["precision"] == "bf16"
+    for entry, residual in ((plain, False), (res, True)):
+        model, x, y = _all_training_images(residual)
+        with torch.no_grad():
+            logits = model(x)
+        # the fp32 centre is the trained net's mean cross-entropy on its training images, in eval mode
+        assert entry["centre_loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-5)
+        assert entry["centre_accuracy"] == float((logits.argmax(1) == y).float().mean())
+        # the scans ran in bf16: close to fp32, but not fp32 itself
+        assert entry["centre_loss_fast"] != entry["centre_loss"]
+        assert entry["centre_loss_fast"] == pytest.approx(entry["centre_loss"], rel=0.05)
+        # the centre of the grid and of the line is the trained net, in the scans' precision
+        assert entry["grid"]["loss"][1][1] == pytest.approx(entry["centre_loss_fast"], rel=1e-6)
+        assert entry["line"]["loss"][2] == pytest.approx(entry["centre_loss_fast"], rel=1e-6)
+    # Lanczos' Ritz values lie inside the spectrum of the Hessian of the same mean loss (here from
+    # 30 steps on the same images, by hand), and a few steps find its top; the ratio is theirs
+    h = plain["hessian"]
+    model, x, y = _all_training_images(residual=False)
+    ref = hessian_extremes(model, [(x, y)], 30, torch.Generator().manual_seed(5))
+    assert ref.lambda_min - 1e-4 <= h["lambda_min"] <= h["lambda_max"] <= ref.lambda_max * (1 + 1e-4)
+    assert h["lambda_max"] == pytest.approx(ref.lambda_max, rel=0.05)
+    for entry in (plain, res):
+        assert entry["hessian"]["ratio"] == pytest.approx(
+            abs(entry["hessian"]["lambda_min"] / entry["hessian"]["lambda_max"]), rel=1e-9
+        )
     verdicts = record["results"]["verdicts"]
     assert len(verdicts) == 1 and verdicts[0]["mark"] == "INCONCLUSIVE"  # 14 layers: reported, not judged
     assert f"{verdicts[0]['mark']}: {verdicts[0]['text']}" in printed

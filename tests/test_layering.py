@@ -1,4 +1,4 @@
-"""The package's layering contract, and the README's map of it.
+"""The package's layering contract, and the map of it in docs/architecture.md.
 
 The packages of ``resnetlab`` sit in layers, and a module imports only from its own package or from
 a package in a lower layer, lazy (in-function) imports included:
@@ -198,15 +198,17 @@ def test_the_check_sees_cycles_through_lazy_and_from_imports(tmp_path: Path) -> 
     assert cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
 
 
-def readme_layout() -> list[str]:
-    """The lines of the code block under the README's "## Layout" heading."""
-    text = (SRC.parents[1] / "README.md").read_text()
-    block = text.split("\n## Layout\n", 1)[1].split("```\n", 2)[1]
+ARCHITECTURE = SRC.parents[1] / "docs" / "architecture.md"
+
+
+def documented_layout() -> list[str]:
+    """The lines of the code block under the "## Layout" heading of docs/architecture.md."""
+    block = ARCHITECTURE.read_text().split("\n## Layout\n", 1)[1].split("```\n", 2)[1]
     return block.splitlines()
 
 
-def test_the_readme_layout_names_every_module_and_nothing_else() -> None:
-    lines = readme_layout()
+def test_the_documented_layout_names_every_module_and_nothing_else() -> None:
+    lines = documented_layout()
     listed = {line.split()[0] for line in lines if line.startswith("  ") and not line.startswith("   ")}
     entries = {
         p.name + ("/" if p.is_dir() else "")
@@ -225,4 +227,6 @@ def test_the_readme_layout_names_every_module_and_nothing_else() -> None:
             for m in package.glob("*.py")
             if m.name != "__init__.py" and "\nEXPERIMENT = Experiment(" not in m.read_text()
         }
-        assert modules <= words, f"{package.name}/: the README layout does not name {sorted(modules - words)}"
+        assert modules <= words, (
+            f"{package.name}/: docs/architecture.md does not name {sorted(modules - words)}"
+        )

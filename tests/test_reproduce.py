@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import tiny_nets
 from resnetlab.analysis import identity
 from resnetlab.cli import main
 from resnetlab.engine.budget import Speed
@@ -210,6 +211,47 @@ def test_cifar_table_from_runs_trained_elsewhere(
         assert main([*argv, *extra]) == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--depths", "20"])
+
+
+def _bn_scaled_run(path: Path, residual: bool, scale: float) -> Path:
+    """A tiny trained-looking net whose every BN weight and bias is multiplied by ``scale``: the
+    layer responses of Fig. 7 (BN outputs) grow or shrink with it, whatever the weights before."""
+    ckpt = tiny_nets.checkpoint(2, residual)
+    for name, tensor in ckpt["model"].items():
+        if ".bn" in f".{name}" and name.endswith((".weight", ".bias")):
+            tensor.mul_(scale)
+    return tiny_nets.save_run(ckpt, path)
+
+
+@pytest.mark.parametrize(
+    ("plain_scale", "resnet_scale", "mark"),
+    [(3.0, 0.3, "REPRODUCED"), (0.3, 3.0, "NOT REPRODUCED")],
+)
+def test_the_fig7_verdict_follows_the_responses_of_nets_built_to_decide_it(
+    tmp_path: Path, plain_scale: float, resnet_scale: float, mark: str, capsys: pytest.CaptureFixture
+) -> None:
+    """End to end through the CLI: a ResNet built with 10x smaller layer responses than its plain
+    twin is REPRODUCED, the same pair the other way round NOT REPRODUCED."""
+    plain = _bn_scaled_run(tmp_path / "plain14", False, plain_scale)
+    resnet = _bn_scaled_run(tmp_path / "resnet14", True, resnet_scale)
+    out = tmp_path / "fig7"
+    capsys.readouterr()
+    assert main(["reproduce", "responses", "--nets", f"{plain},{resnet}", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "responses.json").read_text())
+    (verdict,) = record["results"]["verdicts"]
+    assert verdict["mark"] == mark and verdict["holds"] is (mark == "REPRODUCED")
+    assert "ResNet-14" in verdict["text"] and "plain-14" in verdict["text"]
+    assert f"{mark}: {verdict['text']}" in capsys.readouterr().out
+    mean = {n["label"]: sum(n["stds"]) / len(n["stds"]) for n in record["nets"]}
+    assert (mean["ResNet-14"] < mean["plain-14"]) is (mark == "REPRODUCED")
+
+
+def test_a_one_seed_table_says_so_and_claims_no_std() -> None:
+    one = cifar_table.table_note([1, 1])
+    assert "one seed, so no std" in one and "mean ± std" not in one
+    assert "mean ± std over 3 seeds" in cifar_table.table_note([3, 3])
+    assert "2 to 3" in cifar_table.table_note([2, 3])
+    assert cifar_table.TRAIN_ERROR in one
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -120,7 +120,8 @@ RECIPES: dict[str, Recipe] = {
     "cifar-fast": _CIFAR_FAST,
     # Not the paper's: cifar-fast for 30 epochs, tested on each image and its mirror. ResNet-20 with
     # it scored 91.85% on the official CIFAR-10 test set (90.88% single view), past the paper's
-    # 91.25% from 164 epochs; README "The paper's accuracy in 30 epochs" says how it was measured.
+    # 91.25% from 164 epochs; docs/results.md ("The paper's accuracy in 30 epochs") says how it was
+    # measured.
     "cifar-fast30": replace(
         _CIFAR_FAST,
         name="cifar-fast30",

@@ -188,5 +188,5 @@ EXPERIMENT = Experiment(
     kwargs=_kwargs,
     cost="per net, GRID^2 + 2 GRID passes over IMAGES training images (bf16 where native) and "
     "HESSIAN_STEPS Hessian-vector products (fp32, double backpropagation); times measured on one "
-    "machine are in the documentation",
+    "machine are in docs/studies.md of the resnetlab repository",
 )

@@ -125,5 +125,5 @@ EXPERIMENT = Experiment(
     kwargs=lambda args: {"draws": args.draws},
     cost="per net, one pass over the test set per deletable block plus DRAWS per k = 2..n, each starting "
     "at its first deleted block (bf16 where native); --eval-limit for less; times measured on one "
-    "machine are in the documentation",
+    "machine are in docs/studies.md of the resnetlab repository",
 )
