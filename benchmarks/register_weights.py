@@ -225,9 +225,10 @@ def _mode(config: TrainConfig) -> str:
 
 def retrain_command(config: TrainConfig, out: str) -> str:
     """The `resnetlab train` command that trains the same run again (same seed, hence the same
-    initialisation and batches) into ``runs/OUT``."""
+    initialisation and batches) into ``runs/OUT``. Where the run was told where its data is, the
+    command says ``--data-dir DIR``: that folder is the trainer's machine's, not the reader's."""
     args = ["resnetlab", "train", "--model", config.model, "--dataset", config.dataset]
-    args += ["--data-dir", config.data_dir] if config.data_dir else []
+    args += ["--data-dir", "DIR"] if config.data_dir else []
     args += ["--recipe", config.recipe.name, "--iterations", str(config.total_iterations())]
     args += [
         "--seed",
@@ -243,6 +244,15 @@ def retrain_command(config: TrainConfig, out: str) -> str:
             args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
     args += ["--deterministic"] if config.deterministic else []
     return shlex.join([*args, "--out", f"runs/{out}"])
+
+
+def _last_command(run: FinishedRun) -> str:
+    """The run's last recorded command, its run directory shown by name only (the path was the
+    trainer's machine's)."""
+    command = run.summary.get("command")
+    if command is None:
+        return "not recorded"
+    return command.replace(str(run.path), run.path.name)
 
 
 def _code(summary: dict[str, Any]) -> str:
@@ -277,7 +287,7 @@ def model_card(card: WeightsCard, run: FinishedRun, machine: str | None) -> str:
         ("retrain", f"`{retrain_command(run.config, run.path.name)}`"),
         (
             "trained by",
-            f"{_trained_with(run)}; its last command: `{run.summary.get('command', 'not recorded')}`",
+            f"{_trained_with(run)}; its last command: `{_last_command(run)}`",
         ),
         ("code", _code(run.summary)),
         ("publisher, licence", f"{card.publisher}, {card.license}"),

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -136,3 +137,16 @@ def test_what_is_refused_leaves_the_package_untouched(
     code, _, err = _register(str(finished), "--tag", "cifar10", capsys=capsys)
     assert code == 2 and "not the paper's full schedule" in err and "iterations" in err
     assert not package.exists()
+
+
+def test_the_card_names_no_path_of_the_training_machine() -> None:
+    config = tiny_config(Path("/runs/x"), model_overrides={}, recipe=get_recipe("cifar-paper"))
+    config.data_dir = "/mnt/data/cifar10"
+    command = register_weights.retrain_command(config, "r20")
+    assert "--data-dir DIR" in command and "/mnt/data" not in command
+    run = SimpleNamespace(
+        path=Path("/srv/runs/r20-official"),
+        summary={"command": "resnetlab train --resume /srv/runs/r20-official"},
+    )
+    assert register_weights._last_command(run) == "resnetlab train --resume r20-official"
+    assert register_weights._last_command(SimpleNamespace(path=run.path, summary={})) == "not recorded"
