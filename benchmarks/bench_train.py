@@ -31,8 +31,6 @@ Usage: ``python benchmarks/bench_train.py [--quick] [--threads N] [--device D] [
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -61,6 +59,7 @@ from common import (
 from resnetlab.analysis.counts import count_macs, meta_model, train_step_flops
 from resnetlab.data.augment import Normalizer
 from resnetlab.data.loader import ImageSet, TensorBatches
+from resnetlab.engine.compiling import NO_COMPILER, cxx_compiler
 from resnetlab.engine.precision import choose_mode, native_bf16
 from resnetlab.engine.step import TrainStep
 from resnetlab.models import build_model
@@ -123,9 +122,8 @@ def compile_check(device: torch.device, asked: bool, quick: bool) -> tuple[bool,
     if device.type == "cpu":
         if quick:
             return False, "--quick on a CPU (compiling takes minutes)"
-        compilers = [os.environ.get("CXX"), "g++", "c++", "clang++"]
-        if not any(c and shutil.which(c) for c in compilers):
-            return False, "no C++ compiler for inductor's CPU kernels (set CXX or install g++)"
+        if cxx_compiler() is None:
+            return False, NO_COMPILER
     return True, ""
 
 

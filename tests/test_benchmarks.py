@@ -14,6 +14,7 @@ import common
 import profile_step
 import run_all
 from resnetlab.analysis.counts import count_macs, train_step_flops
+from resnetlab.engine import compiling
 from resnetlab.engine.rundir import read_metrics
 from resnetlab.models import build_model
 
@@ -207,7 +208,7 @@ def test_contenders_cover_both_layouts_bf16_and_compile_where_they_run(monkeypat
     assert [s.label for s in quick] == ["NCHW+fp32", "channels_last+fp32"]
     assert bench_train.ours_settings(cpu, "resnet56").label == "channels_last+fp32"
     assert bench_train.ours_settings(cpu, "resnet18").label == "NCHW+fp32"  # option-B projections
-    monkeypatch.setattr(bench_train.shutil, "which", lambda name: None)
+    monkeypatch.setattr(compiling.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     ok, why = bench_train.compile_check(cpu, asked=True, quick=False)
     assert not ok and "no C++ compiler" in why

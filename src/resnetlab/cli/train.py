@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from resnetlab.engine.compiling import COMPILE_MIN_ITERATIONS
 from resnetlab.engine.config import (
     DEFAULT_CHECKPOINT_MINUTES,
     DEFAULT_EVAL_IMAGES,
@@ -82,7 +83,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--channels-last", action="store_true", default=None, help="the same as --memory-format channels_last"
     )
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the training step, or not (--no-compile); default auto: compiled on a CPU "
+        f"for runs of {COMPILE_MIN_ITERATIONS:,} iterations and more where a C++ compiler is found",
+    )
     p.add_argument(
         "--step",
         choices=STEP_MODES,
@@ -209,7 +216,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             "--memory-format",
             "--channels-last",
         ),
-        compile=bool(args.compile),
+        compile=args.compile,
         deterministic=bool(args.deterministic),
         iterations=args.iterations,
         budget_minutes=args.budget_minutes,

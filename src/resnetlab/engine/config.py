@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from resnetlab.data.datasets import SPEC_HELP
+from resnetlab.engine.compiling import choose_compile
 from resnetlab.engine.precision import MEMORY_FORMATS, PRECISIONS, choose_mode
 from resnetlab.errors import UserError
 from resnetlab.models.zoo import build_model, model_info
@@ -31,6 +32,7 @@ RUNTIME_FIELDS = (
     "quiet",
     "device",
     "mode_reason",
+    "compile_reason",
     "step",
     "data_dir",
     "procs",
@@ -77,7 +79,8 @@ class TrainConfig:
     mode_reason: str | None = None  # why the run computes in that mode (see engine.precision)
     procs: int | None = None  # processes of the job, recorded when it starts (None: a run from before)
     procs_reason: str | None = None  # why that many (``--procs auto``), None when given or by default
-    compile: bool = False
+    compile: bool | None = None  # None: auto (see engine.compiling); a started run records the choice
+    compile_reason: str | None = None  # why it compiles or not
     step: str = "auto"  # auto | eager | graph (see engine.fleet.choose_step)
     deterministic: bool = False
     iterations: int | None = None
@@ -259,6 +262,23 @@ def resumed_config(config: TrainConfig, ckpt: dict[str, Any]) -> TrainConfig:
             )
     runtime = {name: getattr(config, name) for name in ("out", "resume", "device", "quiet", "step")}
     return replace(stored, **runtime)
+
+
+def resolve_compile(
+    config: TrainConfig, device: torch.device, world_size: int, resumed: bool = False
+) -> TrainConfig:
+    """``config`` with ``compile`` chosen (auto: see :func:`choose_compile`) and the reason recorded;
+    a resumed run keeps the choice recorded when it started (runs from before auto: what they had)."""
+    if resumed and config.compile is not None:
+        return replace(config, compile_reason=config.compile_reason or "as the run started")
+    choice = choose_compile(
+        config.compile,
+        device,
+        config.total_iterations(),
+        world_size=world_size,
+        recompute=config.checkpoint_activations,
+    )
+    return replace(config, compile=choice.compile, compile_reason=choice.reason)
 
 
 def resolve_mode(config: TrainConfig, device: torch.device) -> TrainConfig:

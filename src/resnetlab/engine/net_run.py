@@ -10,7 +10,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
-from resnetlab.engine.config import TrainConfig, resolve_mode, resumed_config
+from resnetlab.engine.config import TrainConfig, resolve_compile, resolve_mode, resumed_config
 from resnetlab.engine.distributed import DistContext, convert_sync_bn
 from resnetlab.engine.evaluate import FlipViews, evaluate
 from resnetlab.engine.fleet import Step, build_step
@@ -35,7 +35,12 @@ class NetRun:
     def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
         self.ctx = ctx
         self.ckpt = load_checkpoint(config.resume) if config.resume is not None else None
-        self.config = resolve_mode(resumed_config(config, self.ckpt) if self.ckpt else config, ctx.device)
+        self.config = resolve_compile(
+            resolve_mode(resumed_config(config, self.ckpt) if self.ckpt else config, ctx.device),
+            ctx.device,
+            ctx.world_size,
+            resumed=self.ckpt is not None,
+        )
         recorded = self.config.procs
         if self.ckpt and recorded is not None and recorded != ctx.world_size:
             # Each rank's BN sees batch / procs images: another count would change what the run computes.

@@ -7,6 +7,7 @@ come back as 0-dim tensors on the device, and the trainer reads them only every 
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,9 @@ class TrainStep:
     """Run training steps of ``model`` with ``optimizer``.
 
     ``channels_last`` converts the model once and every batch on the way in; ``compile`` runs the
-    forward through ``torch.compile``. The learning rate is whatever the optimizer's param groups hold.
+    forward (and so, through AOTAutograd, the backward) through ``torch.compile``; should compiling
+    fail at the first step (a missing header, an unsupported platform), the step says so on stderr
+    and runs eager. The learning rate is whatever the optimizer's param groups hold.
     """
 
     def __init__(
@@ -49,7 +52,8 @@ class TrainStep:
         self.label_smoothing = label_smoothing
         if channels_last:
             model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(model) if compile else model
+        self.compiled = torch.compile(model) if compile else None
+        self.compiled_once = False
         self.device = next(model.parameters()).device
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +66,22 @@ class TrainStep:
         return x.contiguous(
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on ``x``: compiled where asked and compiling worked, else eager."""
+        if self.compiled is None:
+            return self.model(x)
+        if self.compiled_once:
+            return self.compiled(x)
+        try:
+            out = self.compiled(x)  # compiles: nothing has touched the weights or gradients yet
+        except Exception as e:  # inductor's failures have no common base class
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            print(f"torch.compile failed ({type(e).__name__}: {first}); training eager", file=sys.stderr)
+            self.compiled = None
+            return self.model(x)
+        self.compiled_once = True
+        return out
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on the batch; returns (mean loss, number of correct top-1 predictions)."""

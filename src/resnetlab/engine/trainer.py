@@ -43,7 +43,7 @@ __all__ = ["DivergedError", "TrainResult", "build_data", "evaluate", "probe_flee
 # What the nets of one fleet may choose for themselves (a recipe of the same batch size: a warm-up,
 # another learning rate); everything else (data, seed, length, intervals, precision) they share,
 # since they share the batches and the loop.
-PER_NET_FIELDS = ("model", "model_overrides", "recipe", "out", "resume", "mode_reason")
+PER_NET_FIELDS = ("model", "model_overrides", "recipe", "out", "resume", "mode_reason", "compile_reason")
 
 
 @dataclass
@@ -213,6 +213,7 @@ class _Trainer:
             self.step_choice = StepChoice(self.step_choice.mode, f"{self.step_choice.reason}; {why_eager}")
         if ctx.is_main and not c.quiet:
             print(f"step {self.step_choice.mode} ({self.step_choice.reason})", flush=True)
+            print(f"compile {'on' if c.compile else 'off'} ({c.compile_reason})", flush=True)
 
     def _resolve_iterations(self) -> None:
         c = self.config
@@ -459,6 +460,8 @@ class _Trainer:
             "mode_reason": c.mode_reason,
             "step": self.step_choice.mode,
             "step_reason": self.step_choice.reason,
+            "compile": c.compile,
+            "compile_reason": c.compile_reason,
             "trained_beside": [r.name for r in self.runs if r is not run],
             "measured_step_s": self.measured_step_s,
             "wall_time_s": self.elapsed(),
