@@ -4,7 +4,9 @@
 The mistakes these catch: a direction normalised per layer (or not at all) instead of per filter,
 BN directions that move BN parameters, BN running statistics that drift during a scan (train mode),
 weights not restored after a scan, and Hessian eigenvalue estimates that are wrong, including a
-negative lambda_min."""
+negative lambda_min; off the centre, a Hessian measured at the wrong point of the line, a centre
+measured twice (or differently), weights left moved, and a verdict along the line that reads the
+wrong number."""
 
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ from resnetlab.analysis.landscape import (
     evaluate_loss,
     filter_normalized_direction,
     hessian_extremes,
+    hessian_line,
     hessian_operator,
     lanczos,
     scan,
 )
 from resnetlab.data import Normalizer
 from resnetlab.data.datasets import load_dataset
+from resnetlab.data.loader import seeded_generator
 from resnetlab.experiments import landscape, landscape_verdicts
 from tiny_nets import DATA as TINY_DATA
 from tiny_nets import count_measurements, net_entry, tiny_net, twin_runs
@@ -191,6 +195,43 @@ def test_hessian_extremes_of_a_net_match_the_dense_hessian() -> None:
     assert got.lambda_min == pytest.approx(float(eigenvalues[0]), rel=1e-3, abs=1e-5)
 
 
+def test_the_hessian_along_a_line_is_the_moved_nets_and_leaves_the_weights_as_they_were() -> None:
+    model = tiny_net(1, residual=False, widths=[2, 2, 2]).train()
+    batches = [(torch.randn(6, 3, 4, 4), torch.randint(0, 10, (6,))) for _ in range(2)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    d = filter_normalized_direction(model, torch.Generator().manual_seed(3))
+
+    def start() -> torch.Generator:
+        return torch.Generator().manual_seed(7)
+
+    centre = hessian_extremes(model, batches, 8, start())
+    got = hessian_line(model, d, [-0.5, 0.0, 0.5], batches, 8, start, centre)
+    # the weights (and BN buffers) bit for bit as they came, and the mode
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.training
+    assert got[1] is centre  # the centre's own measurement, not a second one
+    moved = tiny_net(1, residual=False, widths=[2, 2, 2])
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            p.copy_(before[name] + 0.5 * d[name])
+    by_hand = hessian_extremes(moved, batches, 8, start())
+    assert got[2].lambda_max == pytest.approx(by_hand.lambda_max, rel=1e-4)
+    assert got[2].lambda_min == pytest.approx(by_hand.lambda_min, rel=1e-3, abs=1e-6)
+    assert got[0].lambda_max != pytest.approx(got[2].lambda_max, rel=1e-3)  # -0.5 is another point
+    # without a centre given, a = 0 is measured, and agrees with it
+    again = hessian_line(model, d, [0.0], batches, 8, start)
+    assert again[0].lambda_max == pytest.approx(centre.lambda_max, rel=1e-6)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_coordinates_put_the_centre_at_exactly_zero() -> None:
+    for points, span in ((3, 1.0), (5, 0.3), (41, 0.7), (11, 1e-3)):
+        at = landscape.coordinates(points, span)
+        assert at[points // 2] == 0.0 and at[0] == -span and at[-1] == span
+    assert landscape.hessian_coordinates(1, 0.3) == [0.0]
+    assert landscape.hessian_coordinates(4, 0.3) == landscape.coordinates(4, 0.3)
+
+
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return twin_runs(tmp_path_factory.mktemp("nets"))
@@ -208,7 +249,18 @@ def test_landscape_cli_measures_reports_and_redraws(nets: dict[str, Path], tmp_p
     refs = ",".join(str(nets[n]) for n in ("plain14", "resnet14"))
     # --images 64 is the whole training split, so an independent computation needs no subset;
     # bf16 for the scans, so the fp32 centre and the fast one must differ (and stay close)
-    small = ["--images", "64", "--grid", "3", "--hessian-steps", "6", "--batch-size", "16"]
+    small = [
+        "--images",
+        "64",
+        "--grid",
+        "3",
+        "--hessian-steps",
+        "6",
+        "--hessian-points",
+        "3",
+        "--batch-size",
+        "16",
+    ]
     code, printed, err = run_cli(
         [
             "reproduce",
@@ -252,17 +304,62 @@ def test_landscape_cli_measures_reports_and_redraws(nets: dict[str, Path], tmp_p
         assert entry["hessian"]["ratio"] == pytest.approx(
             abs(entry["hessian"]["lambda_min"] / entry["hessian"]["lambda_max"]), rel=1e-9
         )
+    # the Hessian along the line: 3 points over [-1, 1], the centre's own measurement at 0, and at
+    # a = 1 the Hessian of the net moved by hand (same start vector, same steps, all images at once)
+    assert record["hessian_points"] == 3
+    for entry in (plain, res):
+        line = entry["hessian_line"]
+        assert [p["a"] for p in line] == [-1.0, 0.0, 1.0]
+        assert {k: line[1][k] for k in ("lambda_max", "lambda_min", "residual_max", "residual_min")} == {
+            k: entry["hessian"][k] for k in ("lambda_max", "lambda_min", "residual_max", "residual_min")
+        }
+        assert line[1]["ratio"] == entry["hessian"]["ratio"]
+        assert all(
+            p["ratio"] == pytest.approx(abs(p["lambda_min"] / p["lambda_max"]), rel=1e-9) for p in line
+        )
+        assert entry["phase_times_s"]["hessian_line"] > 0
+    model, x, y = _all_training_images(residual=False)
+    d1 = filter_normalized_direction(model, seeded_generator(0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(d1[name])
+    moved = hessian_extremes(model, [(x, y)], 6, seeded_generator(0, 1))
+    assert plain["hessian_line"][2]["lambda_max"] == pytest.approx(moved.lambda_max, rel=1e-3)
+    assert plain["hessian_line"][2]["lambda_min"] == pytest.approx(moved.lambda_min, rel=1e-2, abs=1e-5)
     verdicts = record["results"]["verdicts"]
-    assert len(verdicts) == 1 and verdicts[0]["mark"] == "INCONCLUSIVE"  # 14 layers: reported, not judged
-    assert f"{verdicts[0]['mark']}: {verdicts[0]['text']}" in printed
+    # 14 layers: at the centre and along the line, reported, not judged
+    assert [v["mark"] for v in verdicts] == ["INCONCLUSIVE", "INCONCLUSIVE"]
+    assert "along the line, 3 points" in verdicts[1]["text"]
+    assert all(f"{v['mark']}: {v['text']}" in printed for v in verdicts)
     md = (tmp_path / "report.md").read_text()
     assert "Li et al. (2018) beside ours" in md and "wall time" in md
-    figs = [tmp_path / "figures" / f"landscape-{f}.png" for f in ("contours", "1d", "hessian")]
+    assert "along direction 1 (lambda_max / lambda_min beside)" in md and "2 extra Lanczos runs of 6" in md
+    figs = [
+        tmp_path / "figures" / f"landscape-{f}.png" for f in ("contours", "1d", "hessian", "hessian-line")
+    ]
     for f in figs:
         f.unlink()
     code, _, err = run_cli(["report", str(tmp_path)])
     assert code == 0, err
     assert all(f.read_bytes().startswith(b"\x89PNG") for f in figs)
+    # a record made before --hessian-points (no Hessian along the line) still renders, as it did
+    old = tmp_path / "old"
+    old.mkdir()
+    for entry in record["nets"]:
+        del entry["hessian_line"], entry["phase_times_s"]["hessian_line"]
+    del record["hessian_points"]
+    (old / "landscape.json").write_text(json.dumps(record))
+    code, _, err = run_cli(["report", str(old)])
+    assert code == 0, err
+    md = (old / "report.md").read_text()
+    assert "ResNet-14 0." in md and "measured at the trained weights only" in md
+    assert (
+        "along direction 1 (lambda_max" not in md
+        and not (old / "figures" / "landscape-hessian-line.png").exists()
+    )
+    assert [v["mark"] for v in json.loads((old / "landscape.json").read_text())["results"]["verdicts"]] == [
+        "INCONCLUSIVE"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -271,6 +368,8 @@ def test_landscape_cli_measures_reports_and_redraws(nets: dict[str, Path], tmp_p
         (["--nets", "{plain14}", "--grid", "0"], "positive integer"),
         (["--nets", "{plain14}", "--grid", "2"], "--grid must be at least 3"),
         (["--nets", "{plain14}", "--span", "0"], "positive number"),
+        (["--nets", "{plain14}", "--hessian-points", "0"], "positive integer"),
+        (["--nets", "{plain14}", "--hessian-points", "-3"], "positive integer"),
         (["--nets", "{plain14}", "--images", "100000"], "more than the 64 training images"),
         (["--nets", "akamaster:nosuchnet"], "unknown model 'nosuchnet'"),
         (["--nets", "{tmp}/missing"], "does not exist"),
@@ -303,6 +402,47 @@ def test_verdicts_judge_56_layers_and_report_20() -> None:
     assert landscape_verdicts.verdicts(nets)[1].holds is False
 
 
+def _lined(label: str, depth: int, residual: bool, ratios: list[float]) -> dict:
+    """A net with the Hessian's ratio at a = -1, -0.5, 0, 0.5, 1 (the centre's is the middle one)."""
+    at = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    line = [
+        {
+            "a": a,
+            "ratio": r,
+            "lambda_max": 10.0,
+            "lambda_min": -10.0 * r,
+            "residual_max": 0.0,
+            "residual_min": 0.0,
+        }
+        for a, r in zip(at, ratios, strict=True)
+    ]
+    return net_entry(label, depth, residual, hessian={"ratio": ratios[2]}, hessian_line=line)
+
+
+def test_the_verdict_along_the_line_compares_the_largest_ratios() -> None:
+    # plain-56 sharp at the centre (the smaller ratio there, as on the JPEG-trained pair) and, made up
+    # here, non-convex away from it; ResNet-56 near-convex all along: the centre verdict fails, the
+    # line's holds
+    plain56 = _lined("plain-56", 56, False, [0.6, 0.3, 0.005, 0.2, 0.45])
+    res56 = _lined("ResNet-56", 56, True, [0.05, 0.04, 0.03, 0.04, 0.06])
+    nets = [_lined("plain-20", 20, False, [0.1, 0.02, 0.004, 0.02, 0.1]), plain56]
+    nets += [_lined("ResNet-20", 20, True, [0.2, 0.03, 0.012, 0.03, 0.08]), res56]
+    got = landscape_verdicts.verdicts(nets)
+    assert [v.holds for v in got] == [None, None, False, True, True]
+    assert "ResNet-20 0.2000 (at a = -1) vs plain-20 0.1000 (at a = -1)" in got[1].text
+    assert "not smaller" in got[1].text
+    assert "ResNet-56 0.0600 (at a = 1) vs plain-56 0.6000 (at a = -1)" in got[3].text
+    assert "more convex along the line reproduced" in got[3].text
+    # the other way: one non-convex point of the ResNet's above the plain net's worst
+    res56["hessian_line"][1]["ratio"] = 0.7
+    got = landscape_verdicts.verdicts(nets)
+    assert got[3].holds is False and "ResNet-56 0.7000 (at a = -0.5)" in got[3].text
+    # a pair measured at the centre only (one point, or a record from before the line) gets no line verdict
+    res56["hessian_line"] = res56["hessian_line"][2:3]
+    del plain56["hessian_line"]
+    assert [v.holds for v in landscape_verdicts.verdicts(nets)] == [None, None, False, True]
+
+
 def test_a_rerun_reuses_each_nets_scan_unless_the_settings_change(
     nets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -315,5 +455,10 @@ def test_a_rerun_reuses_each_nets_scan_unless_the_settings_change(
     again = json.loads((tmp_path / "landscape.json").read_text())["nets"][0]
     assert measured == ["plain-14"] and again["reused"]
     assert again["grid"] == first["grid"] and again["hessian"] == first["hessian"]
-    assert run_cli([*base, "--span", "0.5"])[0] == 0
+    assert "hessian_line" in first["phase_times_s"] and len(first["hessian_line"]) == 5  # the default
+    assert run_cli([*base, "--span", "0.5", "--hessian-points", "1"])[0] == 0
     assert measured == ["plain-14", "plain-14"]
+    centre_only = json.loads((tmp_path / "landscape.json").read_text())["nets"][0]
+    assert [p["a"] for p in centre_only["hessian_line"]] == [0.0]
+    assert centre_only["hessian_line"][0]["lambda_max"] == centre_only["hessian"]["lambda_max"]
+    assert "hessian_line" not in centre_only["phase_times_s"]

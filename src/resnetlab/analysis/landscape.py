@@ -18,7 +18,8 @@ iteration would need a second run on the shifted operator H - lambda_max I.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -97,31 +98,49 @@ def scan(
     mean, variance, count) changed during the scan: the surface would not be the trained net's.
     ``progress(i)`` is called after point ``i``.
     """
+    points = []
+    with _moving(model, directions) as move_to:
+        for i, c in enumerate(coordinates):
+            move_to(c)
+            points.append(evaluate_loss(model, batches, autocast))
+            if progress is not None:
+                progress(i)
+    return points
+
+
+@contextmanager
+def _moving(
+    model: nn.Module, directions: Sequence[dict[str, torch.Tensor]]
+) -> Iterator[Callable[[Sequence[float]], None]]:
+    """Within the block, ``move_to(c)`` puts ``model``'s parameters at ``w + sum_i c_i d_i``, ``w``
+    the weights it came in with, and the model is in eval mode; afterwards ``w`` is restored bit for
+    bit and the mode it came in. Raises RuntimeError if any buffer (BN running mean, variance,
+    count) changed meanwhile: what was measured would not be the trained net's."""
     params = dict(model.named_parameters())
     trained = {k: p.detach().clone() for k, p in params.items()}
     before = _buffers(model)
     was_training = model.training
-    model.eval()
-    points = []
-    try:
-        for i, c in enumerate(coordinates):
-            if len(c) != len(directions):
-                raise ValueError(f"coordinate {tuple(c)} needs one number per direction ({len(directions)})")
-            for name, p in params.items():
-                p.copy_(trained[name])
-                for ci, d in zip(c, directions, strict=True):
-                    p.add_(d[name], alpha=float(ci))
-            points.append(evaluate_loss(model, batches, autocast))
-            if progress is not None:
-                progress(i)
-    finally:
+
+    @torch.no_grad()
+    def move_to(c: Sequence[float]) -> None:
+        if len(c) != len(directions):
+            raise ValueError(f"coordinate {tuple(c)} needs one number per direction ({len(directions)})")
         for name, p in params.items():
             p.copy_(trained[name])
+            for ci, d in zip(c, directions, strict=True):
+                p.add_(d[name], alpha=float(ci))
+
+    model.eval()
+    try:
+        yield move_to
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(trained[name])
         model.train(was_training)
     drifted = [k for k, v in _buffers(model).items() if not torch.equal(v, before[k])]
     if drifted:
         raise RuntimeError(f"BN statistics changed during the scan: {', '.join(drifted[:3])}")
-    return points
 
 
 # ---- Hessian ------------------------------------------------------------------------------------
@@ -245,3 +264,34 @@ def hessian_extremes(
         return lanczos(matvec, sum(p.numel() for p in params), steps, generator, device)
     finally:
         model.train(was_training)
+
+
+def hessian_line(
+    model: nn.Module,
+    direction: dict[str, torch.Tensor],
+    alphas: Sequence[float],
+    batches: Sequence[Batch],
+    steps: int,
+    generator: Callable[[], torch.Generator],
+    centre: Extremes | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Extremes]:
+    """:func:`hessian_extremes` at ``w + a d`` for every ``a`` of ``alphas`` (Li et al.'s map of
+    |lambda_min / lambda_max| off the trained weights ``w``, along one direction), each from a fresh
+    ``generator()`` (the same start vector at every point, where it returns the same generator).
+
+    At ``a == 0`` the result is ``centre`` where given: the measurement at ``w``, not made again.
+    The weights are restored bit for bit and the model left in its mode; BN runs in eval mode on
+    its running statistics, checked untouched as in :func:`scan`. ``progress(i)`` after point ``i``.
+    """
+    out = []
+    with _moving(model, [direction]) as move_to:
+        for i, a in enumerate(alphas):
+            if a == 0 and centre is not None:
+                out.append(centre)
+            else:
+                move_to((a,))
+                out.append(hessian_extremes(model, batches, steps, generator()))
+            if progress is not None:
+                progress(i)
+    return out

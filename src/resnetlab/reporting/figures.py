@@ -351,3 +351,24 @@ def landscape_lines(
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def landscape_hessian_line(
+    panels: Sequence[tuple[str, dict[str, tuple[Sequence[float], Sequence[float]]]]], path: Path, title: str
+) -> Path:
+    """|lambda_min / lambda_max| against the step along direction 1, a panel per title (e.g. a depth,
+    its twins on one axis: plain dashed, residual solid); each panel maps a label to (alphas, ratios).
+    The trained weights (0) are marked by a dotted line."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, (name, series) in zip(axes[0], panels, strict=True):
+        styles = _styles(list(series))
+        for label, (alphas, ratios) in series.items():
+            ax.plot(alphas, ratios, marker="o", ms=4, label=label, **styles[label])
+        ax.axvline(0, color="gray", ls=":", lw=0.8)
+        ax.set_title(name)
+        ax.set_xlabel("step along direction 1 (filter-normalised units)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("|lambda_min / lambda_max|")
+    fig.suptitle(title)
+    return _save(fig, path)
