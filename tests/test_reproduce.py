@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import tiny_nets
 from resnetlab.analysis import identity
@@ -29,7 +30,7 @@ from resnetlab.experiments.cifar_nets import CifarNet
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.stats import Stat
 from resnetlab.models import ResNet
-from resnetlab.reporting.report import Verdict
+from resnetlab.reporting.report import LENGTH_HEADER, Verdict
 from tiny import LEARNABLE_DATA, SMALL_DATA, TINY_NET
 
 TINY = [
@@ -179,7 +180,7 @@ def test_cifar_table_from_runs_trained_elsewhere(
     runs = [folder / "runs" / "resnet-14-10it-seed0", folder]  # a run, and a folder holding runs in runs/
     argv = ["reproduce", "cifar-table", "--runs", ",".join(map(str, runs)), "--out", str(table), "--quiet"]
     with pytest.raises(UserError, match="are both ResNet-14 with seed 0: give one"):
-        cifar_table.given_runs(tuple(runs))
+        finished_runs.given_runs(tuple(runs))
     argv[3] = str(folder)
     capsys.readouterr()
     assert main(argv) == 0
@@ -187,7 +188,7 @@ def test_cifar_table_from_runs_trained_elsewhere(
     assert record["given_runs"] and record["dataset"] == "synthetic:256,128,16,10"
     assert all(Path(entry["dir"]).is_absolute() for entry in record["runs"])
     headers, rows = record["results"]["tables"][0]["headers"], record["results"]["tables"][0]["rows"]
-    assert headers[3] == "iterations (paper: 64,000)"
+    assert headers[3] == "iterations (paper: 64,000)" == LENGTH_HEADER
     assert [row[0] for row in rows] == ["ResNet-8", "ResNet-14", "plain-8"]
     assert all(row[3] == "10 (shorter than the paper's)" for row in rows)
     error = read_summary(folder / "runs" / "resnet-14-10it-seed0")["final"]["test_top1_error"]
@@ -211,6 +212,131 @@ def test_cifar_table_from_runs_trained_elsewhere(
         assert main([*argv, *extra]) == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--depths", "20"])
+
+
+DEGRADATION_RUNS = [f"{kind}-{depth}-10it-seed0" for kind in ("plain", "resnet") for depth in (8, 14)]
+
+
+def _copy_runs(out: Path, folder: Path) -> Path:
+    """``folder`` holding a copy of the demo's four finished degradation runs in its ``runs/``."""
+    for name in DEGRADATION_RUNS:
+        shutil.copytree(out / "runs" / name, folder / "runs" / name)
+    return folder
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+@pytest.mark.slow
+def test_degradation_from_runs_trained_elsewhere(
+    demo: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """--runs draws Fig. 6 and Fig. 1 and checks the four claims on finished runs, training nothing;
+    each verdict follows the runs' own numbers, and each run's length is in the table."""
+    out = demo[0]
+    for name in ("train", "train_fleet"):
+        monkeypatch.setattr(f"resnetlab.experiments.training.{name}", lambda *a: pytest.fail("trained"))
+    folder = _copy_runs(out, tmp_path / "elsewhere")
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    fig6 = tmp_path / "fig6"
+    capsys.readouterr()
+    assert main(["reproduce", "degradation", "--runs", str(folder), "--out", str(fig6), "--quiet"]) == 0
+    record = _check_report(fig6, "degradation", capsys.readouterr().out)
+    assert record["given_runs"] and record["budget"]["iterations"] is None
+    assert record["dataset"] == "synthetic:256,128,16,10" and record["recipe"] == "cifar-paper"
+    assert sorted(Path(e["dir"]).name for e in record["runs"]) == sorted(DEGRADATION_RUNS)
+    assert all(Path(e["dir"]).is_absolute() for e in record["runs"])
+    # nothing trained: no run folder under --out, the given runs untouched, none added beside them
+    assert not (fig6 / "runs").exists()
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == stamps
+    assert {p.name for p in (fig6 / "figures").iterdir()} == {"degradation-fig1.png", "degradation-fig6.png"}
+
+    md = (fig6 / "report.md").read_text()
+    assert "no nets trained: 4 finished run(s) given with --runs" in md
+    table = record["results"]["tables"][0]
+    assert table["headers"][3] == LENGTH_HEADER
+    assert [row[0] for row in table["rows"]] == ["plain-8", "plain-14", "ResNet-8", "ResNet-14"]
+    assert all(row[3] == "10 (shorter than the paper's)" for row in table["rows"])
+
+    # the verdicts, from the runs' own metrics: a gap counts beyond stats.MIN_GAP (one seed, no std)
+    runs = {name.split("-10it")[0]: folder / "runs" / name for name in DEGRADATION_RUNS}
+    train = {k: finished_runs.final_train_error(read_metrics(r)) for k, r in runs.items()}
+    test = {k: finished_runs.final_test_error(r) for k, r in runs.items()}
+
+    def above(high: float, low: float) -> bool:
+        return high - low > stats.MIN_GAP
+
+    expected = [  # (net and its error, the other net and its error, holds)
+        (f"plain-14 training error {_pct(train['plain-14'])}", f"plain-8 {_pct(train['plain-8'])}",
+         above(train["plain-14"], train["plain-8"])),
+        (f"ResNet-14 training error {_pct(train['resnet-14'])}", f"plain-14 {_pct(train['plain-14'])}",
+         above(train["plain-14"], train["resnet-14"])),
+        # 10 iterations: a deeper ResNet not (yet) better is inconclusive, not refuted
+        (f"ResNet-14 training error {_pct(train['resnet-14'])}", f"ResNet-8 {_pct(train['resnet-8'])}",
+         above(train["resnet-8"], train["resnet-14"]) or None),
+        (f"plain-14 test error {_pct(test['plain-14'])}", f"plain-8 {_pct(test['plain-8'])}",
+         above(test["plain-14"], test["plain-8"])),
+    ]  # fmt: skip
+    verdicts = record["results"]["verdicts"]
+    assert len(verdicts) == len(expected)
+    for v, (first, second, holds) in zip(verdicts, expected, strict=True):
+        assert v["text"].startswith(first) and second in v["text"] and v["holds"] is holds
+        assert f"**{v['mark']}**: {v['text']}" in md
+    # the same runs, the same verdicts as the reproduction that trained them
+    assert verdicts == json.loads((out / "degradation.json").read_text())["results"]["verdicts"]
+
+
+def _edit_config(run: Path, **changes: object) -> None:
+    """Change fields of a run's config.yaml (``recipe_name`` renames its recipe)."""
+    path = run / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    if "recipe_name" in changes:
+        config["recipe"]["name"] = changes.pop("recipe_name")
+    path.write_text(yaml.safe_dump(config | changes))
+
+
+@pytest.mark.slow
+def test_degradation_refuses_runs_it_cannot_compare_in_one_line(
+    demo: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = _copy_runs(demo[0], tmp_path / "base")
+    b_option = {"model_overrides": {"layers": [2, 2, 2], "shortcut": "B"}}
+    # (case, the run spoilt in its copy of the runs, its config changes or None: unfinished, message)
+    cases = [
+        ("unfinished", "plain-8", None, "is unfinished (iteration 10 of 10"),
+        ("two-datasets", "resnet-14", {"dataset": "synthetic:256,128,16,11"}, "trained on different data ("),
+        ("two-recipes", "resnet-14", {"recipe_name": "cifar-fast"}, "trained with different recipes ("),
+        ("option-b", "resnet-14", b_option, "is ResNet-14 (B): Fig. 6 compares plain nets with option-A"),
+    ]
+    for name, net, changes, message in cases:
+        folder = tmp_path / name
+        shutil.copytree(base, folder)
+        spoilt = folder / "runs" / f"{net}-10it-seed0"
+        if changes is None:
+            (spoilt / "summary.json").unlink()
+        else:
+            _edit_config(spoilt, **changes)
+        capsys.readouterr()
+        argv = ["reproduce", "degradation", "--runs", str(folder), "--out", str(tmp_path / f"{name}-out")]
+        assert main([*argv, "--quiet"]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err and str(spoilt) in err, (name, err)
+        assert not (tmp_path / f"{name}-out").exists()
+    argv = ["reproduce", "degradation", "--runs", str(base), "--out", str(tmp_path / "x"), "--quiet"]
+    for extra, message in (
+        (["--dataset", "cifar10"], "drop --dataset"),
+        (["--seeds", "2"], "--runs reads finished runs and trains none: --seeds does not apply"),
+        (["--budget-iterations", "5"], "--budget-iterations does not apply"),
+    ):
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, (extra, err)
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--depths", "8,14"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "\n" not in err and "not allowed with argument" in err
+    assert not (tmp_path / "x").exists()
 
 
 def _bn_scaled_run(path: Path, residual: bool, scale: float) -> Path:
@@ -277,8 +403,13 @@ def _table(p20: float, p56: float, r20: float, r56: float) -> dict:
     return {CifarNet(d, r): _result(d, r, e, e + 0.05) for d, r, e in rows}
 
 
+def _verdicts(res: dict, iterations: int) -> list[Verdict]:
+    """Degradation verdicts of nets whose runs all have ``iterations``."""
+    return degradation.verdicts(res, dict.fromkeys(res, iterations))
+
+
 def test_degradation_verdicts_reproduced() -> None:
-    v = degradation.verdicts(_table(0.48, 0.62, 0.46, 0.41), iterations=400)
+    v = _verdicts(_table(0.48, 0.62, 0.46, 0.41), iterations=400)
     assert v[0] == Verdict("plain-56 training error 62.00% > plain-20 48.00%: degradation reproduced", True)
     assert v[1] == Verdict(
         "ResNet-56 training error 41.00% < plain-56 62.00%: residual learning fixes it", True
@@ -307,18 +438,29 @@ def test_cifar_table_verdicts_say_when_a_run_is_shorter_than_the_papers() -> Non
 
 
 def test_degradation_verdicts_not_reproduced() -> None:
-    v = degradation.verdicts(_table(0.50, 0.45, 0.46, 0.47), iterations=400)
+    v = _verdicts(_table(0.50, 0.45, 0.46, 0.47), iterations=400)
     assert v[0] == Verdict(
         "plain-56 training error 45.00% < plain-20 50.00%: degradation not reproduced", False
     )
     assert v[1].holds is False and "residual fix not reproduced" in v[1].text
     assert v[2].holds is None and "cannot test" in v[2].text  # a 400-iteration budget
-    long = degradation.verdicts(_table(0.50, 0.45, 0.46, 0.47), iterations=64000)
+    long = _verdicts(_table(0.50, 0.45, 0.46, 0.47), iterations=64000)
     assert long[2].holds is False and "not reproduced" in long[2].text
 
 
+def test_the_deeper_resnet_verdict_reads_the_shorter_of_the_two_resnets_runs() -> None:
+    """Finished runs given with --runs may differ in length: a ResNet-56 run of 400 iterations
+    cannot refute the claim, whatever the length of the ResNet-20 run beside it."""
+    res = _table(0.50, 0.45, 0.46, 0.47)
+    lengths = dict.fromkeys(res, 64000)
+    assert degradation.verdicts(res, lengths)[2].holds is False
+    lengths[CifarNet(56, True)] = 400
+    short = degradation.verdicts(res, lengths)[2]
+    assert short.holds is None and "400 of the paper's 64,000 iterations cannot test this" in short.text
+
+
 def test_differences_within_noise_are_not_called_reproduced() -> None:
-    v = degradation.verdicts(_table(0.480, 0.485, 0.46, 0.41), iterations=400)
+    v = _verdicts(_table(0.480, 0.485, 0.46, 0.41), iterations=400)
     assert v[0].holds is False and "within noise" in v[0].text
     noisy = Stat.of([0.40, 0.60])  # mean 0.5, std 0.14
     assert not stats.clearly_above(noisy, Stat.of([0.45]))

@@ -6,9 +6,9 @@ options, ``run(opts, ...) -> record`` (train or reuse what it needs, measure, an
 computed from the files alone). :func:`experiments` finds them all; :func:`build_report` turns every
 record found in a folder into one report, so ``resnetlab report DIR`` redraws everything without
 training. What the experiments that train share: :mod:`~.options`, :mod:`~.cifar_nets` (the nets),
-:mod:`~.training` (their runs), :mod:`~.finished_runs` (reading them back), :mod:`~.stats` (seed
-statistics) and :mod:`~.records`; the studies of given trained nets: :mod:`~.trained_nets`,
-:mod:`~.studies` and :mod:`~.net_measurements`.
+:mod:`~.training` (their runs), :mod:`~.finished_runs` (reading them back, and the finished runs
+given with ``--runs``), :mod:`~.stats` (seed statistics) and :mod:`~.records`; the studies of given
+trained nets: :mod:`~.trained_nets`, :mod:`~.studies` and :mod:`~.net_measurements`.
 """
 
 from __future__ import annotations

@@ -7,22 +7,29 @@ beside the paper's 64k iterations.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.rundir import RUN_FILES, read_summary
 from resnetlab.errors import UserError
 from resnetlab.experiments import degradation, finished_runs, records, shared_budget, training
-from resnetlab.experiments.cifar_nets import CifarNet, net_of, parse_depths
-from resnetlab.experiments.declaration import Experiment, arg, train_nothing
+from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.declaration import Experiment, arg
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.stats import clearly_above
 from resnetlab.models.zoo import model_info
 from resnetlab.reporting import figures
-from resnetlab.reporting.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+from resnetlab.reporting.report import (
+    LENGTH_HEADER,
+    PAPER_ITERATIONS,
+    Figure,
+    Section,
+    Table,
+    Verdict,
+    lengths_note,
+    lengths_title,
+    run_length,
+)
 
 NAME = "cifar-table"
 CLAIM = (
@@ -57,12 +64,8 @@ def run(opts: Options, depths: tuple[int, ...] = (), runs: tuple[Path, ...] = ()
     (training nothing); write the record."""
     started = time.perf_counter()
     if runs:
-        found, dataset = given_runs(runs)
-        seeds = max(sum(1 for n, _ in found if n == net) for net, _ in found)
-        opts = dataclasses.replace(opts, dataset=dataset, seeds=seeds)
-        record = records.base_record(NAME, opts, None, started, found)
-        record["given_runs"] = True
-        record["depths"] = sorted({n.depth for n, _ in found})
+        given = finished_runs.given_runs(runs, recipe=PAPER_RECIPE, needs="Table 6 rows")
+        record = records.given_record(NAME, opts, given, started)
     else:
         nets = [CifarNet(d, True) for d in sorted(depths)]
         iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
@@ -72,56 +75,6 @@ def run(opts: Options, depths: tuple[int, ...] = (), runs: tuple[Path, ...] = ()
         record["depths"] = sorted(depths)
     records.write_record(opts.out, record)
     return record
-
-
-def given_runs(paths: tuple[Path, ...]) -> tuple[dict[tuple[CifarNet, int], Path], str]:
-    """The finished runs of the paper's CIFAR nets in ``paths`` (run directories, or folders holding
-    them directly or in ``runs/``), each checked, by (net, seed); and the one data set they share."""
-    found: dict[tuple[CifarNet, int], Path] = {}
-    datasets: dict[str, Path] = {}
-    for path in _run_dirs(paths):
-        config = finished_runs.read_finished(path).config
-        net = net_of(config.model, config.model_overrides)
-        if net is None:
-            raise UserError(
-                f"{path} trained {config.model} with {config.model_overrides}: not one of the paper's CIFAR "
-                "nets (depth 6n+2, 16/32/64 channels)"
-            )
-        if config.recipe.name != PAPER_RECIPE:
-            raise UserError(
-                f"{path} trained with the {config.recipe.name} recipe: Table 6 rows need the paper's "
-                f"({PAPER_RECIPE}, at any length)"
-            )
-        if (net, config.seed) in found:
-            raise UserError(
-                f"{found[net, config.seed]} and {path} are both {net.label} with seed {config.seed}: give one"
-            )
-        found[net, config.seed] = path
-        datasets.setdefault(config.dataset, path)
-    if len(datasets) > 1:
-        which = ", ".join(f"{path} on {spec}" for spec, path in datasets.items())
-        raise UserError(f"the runs were trained on different data ({which}): give runs on one data set")
-    return found, next(iter(datasets))
-
-
-def _run_dirs(paths: tuple[Path, ...]) -> list[Path]:
-    """Each path that is a run directory, else the run directories in it or in its ``runs/``."""
-    dirs = []
-    for path in paths:
-        if _is_run(path):
-            dirs.append(path)
-            continue
-        inside = sorted(
-            d for base in (path, path / "runs") if base.is_dir() for d in base.iterdir() if _is_run(d)
-        )
-        if not inside:
-            raise UserError(f"{path} is neither a run directory nor a folder of run directories")
-        dirs += inside
-    return dirs
-
-
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
 
 
 def verdicts(res: dict[CifarNet, degradation.FinalErrors], lengths: dict[CifarNet, int]) -> list[Verdict]:
@@ -180,16 +133,11 @@ def table_note(seeds: list[int]) -> str:
     return f"{ours}; {TRAIN_ERROR}: the mean logged training error over the run's last tenth. {PAPER_NOTE}"
 
 
-def _length(iterations: int) -> str:
-    """A run's length beside the paper's: '64,000' or '12,800 (shorter than the paper's)'."""
-    return f"{iterations:,}" + ("" if iterations >= PAPER_ITERATIONS else " (shorter than the paper's)")
-
-
 def section(out: Path, record: dict[str, Any]) -> Section:
     """Table 6 rows beside the paper's, a figure of error against depth, the verdicts."""
     res = degradation.results(out, record)
     runs = degradation.runs_by_net(out, record)
-    lengths = {n: min(int(read_summary(p)["iterations"]) for p in runs[n]) for n in res}
+    lengths = degradation.run_lengths(runs)
     nets = sorted(res, key=lambda n: (not n.residual, n.depth, n.shortcut))
     rows = []
     for n in nets:
@@ -199,21 +147,18 @@ def section(out: Path, record: dict[str, Any]) -> Section:
                 n.label,
                 f"{res[n].params / 1e6:.2f}M",
                 "-" if params is None else f"{params / 1e6:.2f}M",
-                _length(lengths[n]),
+                run_length(lengths[n]),
                 str(res[n].test),
                 "-" if error is None else f"{error:.2f}%",
                 str(res[n].train),
             ]
         )
-    shortest = min(lengths.values())
-    same = len(set(lengths.values())) == 1
     fig = figures.bars(
         [n.label for n in nets],
         [100 * res[n].test.mean for n in nets],
         out / "figures" / "cifar-table.png",
-        f"{record['dataset']}: test error by depth, "
-        + (f"{shortest:,} iterations" if same else "runs of different lengths")
-        + f", {record['seeds']} seed(s)",
+        f"{record['dataset']}: test error by depth, {lengths_title(lengths.values())}, "
+        f"{record['seeds']} seed(s)",
         "test error (%)",
         errors=[100 * res[n].test.std for n in nets],
         reference=[_paper(n)[1] for n in nets],
@@ -230,23 +175,11 @@ def section(out: Path, record: dict[str, Any]) -> Section:
         out / "figures" / "cifar-table-curves.png",
         f"{record['dataset']}: training (thin) and test (bold) error of these runs (Fig. 6 style)",
     )
-    meta = records.section_meta(record)
-    note = budget_note(shortest) if same else ""
-    if record.get("given_runs"):
-        meta["budget"] = (
-            f"no nets trained: {len(record['runs'])} finished run(s) given with --runs, each with its "
-            f"own length (the iterations column; the paper's is {PAPER_ITERATIONS:,})"
-        )
-        if not same and shortest < PAPER_ITERATIONS:
-            note = (
-                f"Some runs are shorter than the paper's {PAPER_ITERATIONS:,} iterations (marked in the "
-                "iterations column): their errors are not the paper's conditions."
-            )
     return Section(
         title="CIFAR-10 ResNets by depth (Table 6)",
         claim=CLAIM,
-        meta=meta,
-        budget_note=note,
+        meta=records.section_meta(record),
+        budget_note=lengths_note(list(lengths.values())),
         tables=[
             Table(
                 "Table 6 rows",
@@ -254,7 +187,7 @@ def section(out: Path, record: dict[str, Any]) -> Section:
                     "net",
                     "params",
                     "paper params",
-                    f"iterations (paper: {PAPER_ITERATIONS:,})",
+                    LENGTH_HEADER,
                     "test error (ours)",
                     "test error (paper)",
                     TRAIN_ERROR,
@@ -278,18 +211,6 @@ def section(out: Path, record: dict[str, Any]) -> Section:
     )
 
 
-def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    if args.runs is None:
-        return {"depths": parse_depths(args.depths)}
-    paths = tuple(Path(r.strip()) for r in args.runs.split(",") if r.strip())
-    if not paths:
-        raise UserError(f"--runs needs comma-separated run directories, got {args.runs!r}")
-    train_nothing(args, "--runs reads finished runs")
-    if args.dataset is not None:
-        raise UserError("--runs reads finished runs, each with the data it was trained on: drop --dataset")
-    return {"runs": paths}
-
-
 EXPERIMENT = Experiment(
     name=NAME,
     order=60,
@@ -303,14 +224,10 @@ EXPERIMENT = Experiment(
             default="20,32,44,56,110",
             exclusive="runs",
         ),
-        arg(
-            "--runs",
-            "train nothing: make the rows from these finished runs of the paper's CIFAR nets (run "
-            "directories of `resnetlab train` or benchmarks/paper_schedule_gpu.py, or folders of them), "
-            "each shown with its iterations beside the paper's 64,000; an unfinished run is refused",
-            metavar="DIR,DIR,...",
-            exclusive="runs",
+        finished_runs.runs_arg(
+            "make the rows from these finished runs of the paper's CIFAR nets, each shown with its "
+            "iterations beside the paper's 64,000"
         ),
     ),
-    kwargs=_kwargs,
+    kwargs=finished_runs.depths_or_runs,
 )

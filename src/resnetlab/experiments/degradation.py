@@ -3,6 +3,15 @@
 Plain and residual nets of each depth are trained with the same recipe, seed and data order (one
 TrainConfig seed fixes both the initialisation stream and the batches), then compared on their
 final training error (mean over the last 10% of iterations: the paper's thin curves) and test error.
+
+``--runs DIR,...`` trains nothing: it draws the same figures and checks the same four claims on
+finished runs trained elsewhere (long runs of `resnetlab train` or of the GPU fleet script), all on
+one data set with one recipe, each net's row showing its own length beside the paper's 64k. This is
+the home of those runs rather than ``cifar-table --runs``: this experiment owns the Fig. 1 / Fig. 6
+claim and its verdicts on plain against residual nets (the deeper plain net trains worse and has a
+higher test error, the residual net of its depth fixes it, the deeper ResNet trains better), while
+``cifar-table`` is Table 6, ResNets only, and keeps ``--runs`` for its rows. Both read the runs
+through :func:`resnetlab.experiments.finished_runs.given_runs`.
 """
 
 from __future__ import annotations
@@ -13,13 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.engine.rundir import read_metrics, read_summary
+from resnetlab.errors import UserError
 from resnetlab.experiments import finished_runs, records, shared_budget, training
-from resnetlab.experiments.cifar_nets import CifarNet, parse_depths
+from resnetlab.experiments.cifar_nets import CifarNet
 from resnetlab.experiments.declaration import Experiment, arg
 from resnetlab.experiments.options import Options
 from resnetlab.experiments.stats import Stat, clearly_above
 from resnetlab.reporting import figures
-from resnetlab.reporting.report import PAPER_ITERATIONS, Figure, Section, Table, Verdict, budget_note
+from resnetlab.reporting.report import (
+    LENGTH_HEADER,
+    PAPER_ITERATIONS,
+    Figure,
+    Section,
+    Table,
+    Verdict,
+    lengths_note,
+    lengths_title,
+    run_length,
+)
 
 NAME = "degradation"
 CLAIM = (
@@ -55,14 +75,25 @@ def nets_for(depths: tuple[int, ...]) -> list[CifarNet]:
     return [CifarNet(d, residual) for d in sorted(depths) for residual in (False, True)]
 
 
-def run(opts: Options, depths: tuple[int, ...]) -> dict[str, Any]:
-    """Train (or reuse) plain and residual nets of every depth; write and return the record."""
+def run(opts: Options, depths: tuple[int, ...] = (), runs: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Train (or reuse) plain and residual nets of every depth, or take the finished ``runs``
+    (training nothing); write and return the record."""
     started = time.perf_counter()
-    nets = nets_for(depths)
-    iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
-    runs = training.train_all(opts, nets, iterations)
-    record = records.base_record(NAME, opts, iterations, started, runs)
-    record["depths"] = sorted(depths)
+    if runs:
+        given = finished_runs.given_runs(runs)
+        for (net, _), path in given.runs.items():
+            if net.shortcut != "A":
+                raise UserError(
+                    f"{path} is {net.label}: Fig. 6 compares plain nets with option-A ResNets (`reproduce "
+                    "shortcuts` compares the options)"
+                )
+        record = records.given_record(NAME, opts, given, started)
+    else:
+        nets = nets_for(depths)
+        iterations = shared_budget.resolve_iterations(opts, nets, default=400, started=started)
+        trained = training.train_all(opts, nets, iterations)
+        record = records.base_record(NAME, opts, iterations, started, trained)
+        record["depths"] = sorted(depths)
     records.write_record(opts.out, record)
     return record
 
@@ -74,6 +105,11 @@ def runs_by_net(out: Path, record: dict[str, Any]) -> dict[CifarNet, list[Path]]
         net = CifarNet(entry["depth"], entry["residual"], entry["shortcut"])
         grouped.setdefault(net, []).append(out / entry["dir"])
     return grouped
+
+
+def run_lengths(grouped: dict[CifarNet, list[Path]]) -> dict[CifarNet, int]:
+    """The iterations each net trained for: the shortest of its seeds' runs."""
+    return {net: min(int(read_summary(r)["iterations"]) for r in runs) for net, runs in grouped.items()}
 
 
 @dataclass(frozen=True)
@@ -128,8 +164,9 @@ def _deeper_resnet(deep: FinalErrors, shallow: FinalErrors, iterations: int) -> 
     return Verdict(f"{text}: the deeper ResNet does not train better: not reproduced", False)
 
 
-def verdicts(res: dict[CifarNet, FinalErrors], iterations: int) -> list[Verdict]:
-    """The paper's claims checked against the data (training error first, then test error)."""
+def verdicts(res: dict[CifarNet, FinalErrors], lengths: dict[CifarNet, int]) -> list[Verdict]:
+    """The paper's claims checked against the data (training error first, then test error).
+    ``lengths``: the iterations each net trained for (the shortest of its seeds)."""
     depths = sorted({n.depth for n in res})
     plain = {d: res[CifarNet(d, False)] for d in depths if CifarNet(d, False) in res}
     resnet = {d: res[CifarNet(d, True)] for d in depths if CifarNet(d, True) in res}
@@ -141,39 +178,67 @@ def verdicts(res: dict[CifarNet, FinalErrors], iterations: int) -> list[Verdict]
     if hi in plain and hi in resnet:
         out.append(_residual_fix(plain[hi], resnet[hi]))
     if lo != hi and lo in resnet and hi in resnet:
-        out.append(_deeper_resnet(resnet[hi], resnet[lo], iterations))
+        out.append(
+            _deeper_resnet(resnet[hi], resnet[lo], min(lengths[resnet[hi].net], lengths[resnet[lo].net]))
+        )
     if two_plain:
         out.append(_ordering(plain[hi], plain[lo], "test", "higher test error of the deeper plain net"))
     return out
 
 
-def table(res: dict[CifarNet, FinalErrors]) -> Table:
+def table(res: dict[CifarNet, FinalErrors], lengths: dict[CifarNet, int] | None = None) -> Table:
+    """The final errors of every net; with ``lengths`` (finished runs given), each net's length too."""
     rows = [
-        [r.net.label, str(r.net.depth), f"{r.params:,}", str(r.train), str(r.test)]
+        [r.net.label, str(r.net.depth), f"{r.params:,}"]
+        + ([run_length(lengths[r.net])] if lengths else [])
+        + [str(r.train), str(r.test)]
         for r in sorted(res.values(), key=lambda r: (r.net.residual, r.net.depth))
     ]
     return Table(
         "Final errors",
-        ["net", "depth", "params", "training error (last 10% of iterations)", "test error (whole test set)"],
+        ["net", "depth", "params"]
+        + ([LENGTH_HEADER] if lengths else [])
+        + ["training error (last 10% of iterations)", "test error (whole test set)"],
         rows,
         "Training error: top-1 on the augmented training batches, nets in training mode (the paper's thin "
         "curves). Mean ± std over seeds where there are several.",
     )
 
 
+def _how_trained(record: dict[str, Any]) -> str:
+    """The note on how the nets compare: trained alike here, or finished runs given with --runs."""
+    if not record.get("given_runs"):
+        return "Same recipe (the paper's, lr milestones scaled to the budget), seed and data order for all."
+    seeds: dict[tuple[int, bool], set[int]] = {}
+    for entry in record["runs"]:
+        seeds.setdefault((entry["depth"], entry["residual"]), set()).add(entry["seed"])
+    same = len({frozenset(s) for s in seeds.values()}) == 1
+    which = ", ".join(str(s) for s in sorted(next(iter(seeds.values()))))
+    return (
+        f"Finished runs given with --runs, all with the {record['recipe']} recipe on {record['dataset']}; "
+        + (
+            f"seed(s) {which} for every net."
+            if same
+            else "their seeds differ between nets, so they did not all see the same batches."
+        )
+    )
+
+
 def section(out: Path, record: dict[str, Any]) -> Section:
-    """Tables, verdicts and figures of a degradation record, from its metrics files."""
+    """Tables, verdicts and figures of a degradation record, from its metrics files (and each run's
+    own length: runs given with --runs may differ)."""
     res = results(out, record)
     grouped = runs_by_net(out, record)
+    lengths = run_lengths(grouped)
     curves = {n: finished_runs.mean_curve(runs, n.label) for n, runs in grouped.items()}
     plain = [curves[n] for n in sorted(curves, key=lambda n: n.depth) if not n.residual]
     resnet = [curves[n] for n in sorted(curves, key=lambda n: n.depth) if n.residual]
-    iterations = record["budget"]["iterations"]
     figs = out / "figures"
     fig6 = figures.error_curves(
         [("plain networks", plain), ("residual networks", resnet)],
         figs / "degradation-fig6.png",
-        f"{record['dataset']}: training (thin) and test (bold) error, {iterations:,} iterations (Fig. 6)",
+        f"{record['dataset']}: training (thin) and test (bold) error, {lengths_title(lengths.values())} "
+        "(Fig. 6)",
     )
     shallow_deep = [plain[0], plain[-1]] if len(plain) > 1 else plain
     fig1 = figures.train_test_panels(
@@ -185,18 +250,16 @@ def section(out: Path, record: dict[str, Any]) -> Section:
         title="Degradation: plain vs residual nets (Fig. 1, Fig. 6)",
         claim=CLAIM,
         meta=records.section_meta(record),
-        budget_note=budget_note(iterations),
-        tables=[table(res)],
-        verdicts=verdicts(res, iterations),
+        budget_note=lengths_note(list(lengths.values())),
+        tables=[table(res, lengths if record.get("given_runs") else None)],
+        verdicts=verdicts(res, lengths),
         figures=[
             Figure(fig6, "Left plain, right residual nets: training error thin, test error bold."),
             Figure(
                 fig1, "Training error (left) and test error (right) of the shallowest and deepest plain nets."
             ),
         ],
-        notes=[
-            "Same recipe (the paper's, lr milestones scaled to the budget), seed and data order for all.",
-        ],
+        notes=[_how_trained(record)],
     )
 
 
@@ -208,6 +271,12 @@ EXPERIMENT = Experiment(
     summary="plain vs residual nets of several depths: Fig. 1 and Fig. 6, training and test error",
     run=run,
     section=section,
-    args=(arg("--depths", "CIFAR depths 6n+2 (default: %(default)s)", default=DEPTHS_TEXT),),
-    kwargs=lambda args: {"depths": parse_depths(args.depths)},
+    args=(
+        arg("--depths", "CIFAR depths 6n+2 (default: %(default)s)", default=DEPTHS_TEXT, exclusive="runs"),
+        finished_runs.runs_arg(
+            "draw Fig. 6 and check its claims on these finished runs of plain nets and option-A ResNets, "
+            "all on one data set with one recipe, each shown with its iterations beside the paper's 64,000"
+        ),
+    ),
+    kwargs=finished_runs.depths_or_runs,
 )

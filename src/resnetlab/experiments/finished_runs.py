@@ -1,8 +1,10 @@
-"""Reading finished runs: whether a run finished, final errors, seed-averaged curves, the trained net
-and its data."""
+"""Reading finished runs: whether a run finished, the finished runs given on the command line
+(``--runs DIR,...`` of the experiments that can train nothing), final errors, seed-averaged curves,
+the trained net and its data."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,11 @@ from resnetlab.data.loader import TensorBatches
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.distributed import select_device
-from resnetlab.engine.rundir import read_metrics, read_summary
+from resnetlab.engine.rundir import RUN_FILES, read_metrics, read_summary
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
+from resnetlab.experiments.cifar_nets import CifarNet, net_of, parse_depths
+from resnetlab.experiments.declaration import Arg, arg, train_nothing
 from resnetlab.experiments.options import Options
 from resnetlab.models import ResNet
 from resnetlab.reporting.figures import Curve
@@ -53,6 +57,103 @@ def read_finished(run: Path) -> FinishedRun:
     if summary.get("complete") is False:  # the GPU fleet script writes its runs' state as it goes
         raise _unfinished(run)
     return FinishedRun(run, summary, run_config(run))
+
+
+@dataclass(frozen=True)
+class GivenRuns:
+    """Finished runs of the paper's CIFAR nets given with ``--runs``, checked: by (net, seed), and the
+    one data set and the one recipe (by name) they share."""
+
+    runs: dict[tuple[CifarNet, int], Path]
+    dataset: str
+    recipe: str
+
+
+def given_runs(paths: tuple[Path, ...], recipe: str | None = None, needs: str = "") -> GivenRuns:
+    """The finished runs of the paper's CIFAR nets in ``paths`` (run directories, or folders holding
+    them directly or in ``runs/``), each checked: all on one data set and with one recipe, ``recipe``
+    where one is named (``needs`` says who needs it: "Table 6 rows"). Each refusal is one UserError
+    line naming the runs."""
+    found: dict[tuple[CifarNet, int], Path] = {}
+    datasets: dict[str, Path] = {}
+    recipes: dict[str, Path] = {}
+    for path in _run_dirs(paths):
+        config = read_finished(path).config
+        net = net_of(config.model, config.model_overrides)
+        if net is None:
+            raise UserError(
+                f"{path} trained {config.model} with {config.model_overrides}: not one of the paper's CIFAR "
+                "nets (depth 6n+2, 16/32/64 channels)"
+            )
+        if recipe is not None and config.recipe.name != recipe:
+            raise UserError(
+                f"{path} trained with the {config.recipe.name} recipe: {needs} need the {recipe} recipe "
+                "(at any length)"
+            )
+        if (net, config.seed) in found:
+            raise UserError(
+                f"{found[net, config.seed]} and {path} are both {net.label} with seed {config.seed}: give one"
+            )
+        found[net, config.seed] = path
+        datasets.setdefault(config.dataset, path)
+        recipes.setdefault(config.recipe.name, path)
+    _one(datasets, "were trained on different data", "on", "give runs on one data set")
+    _one(recipes, "were trained with different recipes", "with", "give runs of one recipe")
+    return GivenRuns(found, next(iter(datasets)), next(iter(recipes)))
+
+
+def _one(seen: dict[str, Path], differ: str, by: str, fix: str) -> None:
+    """Refuse runs that do not share one value (``seen``: each value, and the first run with it)."""
+    if len(seen) > 1:
+        which = ", ".join(f"{path} {by} {value}" for value, path in seen.items())
+        raise UserError(f"the runs {differ} ({which}): {fix}")
+
+
+def _run_dirs(paths: tuple[Path, ...]) -> list[Path]:
+    """Each path that is a run directory, else the run directories in it or in its ``runs/``."""
+    dirs = []
+    for path in paths:
+        if _is_run(path):
+            dirs.append(path)
+            continue
+        inside = sorted(
+            d for base in (path, path / "runs") if base.is_dir() for d in base.iterdir() if _is_run(d)
+        )
+        if not inside:
+            raise UserError(f"{path} is neither a run directory nor a folder of run directories")
+        dirs += inside
+    return dirs
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def runs_arg(help: str) -> Arg:
+    """The ``--runs`` option of an experiment that can take finished runs instead of training
+    (``help`` says what it makes of them); it excludes the options of the same ``exclusive`` name
+    ("runs"), such as ``--depths``."""
+    return arg(
+        "--runs",
+        f"train nothing: {help} (run directories of `resnetlab train` or benchmarks/paper_schedule_gpu.py, "
+        "or folders of them); an unfinished run is refused",
+        metavar="DIR,DIR,...",
+        exclusive="runs",
+    )
+
+
+def depths_or_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """The run function's keywords of an experiment with ``--depths`` and :func:`runs_arg`: the
+    depths to train, or the finished runs (refusing the training options and ``--dataset``)."""
+    if args.runs is None:
+        return {"depths": parse_depths(args.depths)}
+    paths = tuple(Path(r.strip()) for r in args.runs.split(",") if r.strip())
+    if not paths:
+        raise UserError(f"--runs needs comma-separated run directories, got {args.runs!r}")
+    train_nothing(args, "--runs reads finished runs")
+    if args.dataset is not None:
+        raise UserError("--runs reads finished runs, each with the data it was trained on: drop --dataset")
+    return {"runs": paths}
 
 
 def run_config(run: Path) -> TrainConfig:

@@ -3,8 +3,10 @@ section is redrawn."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ from resnetlab.engine.distributed import device_name, select_device
 from resnetlab.engine.rundir import environment, read_summary
 from resnetlab.errors import UserError
 from resnetlab.experiments.cifar_nets import CifarNet
+from resnetlab.experiments.finished_runs import GivenRuns
 from resnetlab.experiments.options import Options
+from resnetlab.reporting.report import PAPER_ITERATIONS
 
 
 def record_path(out: Path, experiment: str) -> Path:
@@ -72,6 +76,19 @@ def base_record(
     }
 
 
+def given_record(experiment: str, opts: Options, given: GivenRuns, started: float) -> dict[str, Any]:
+    """The record of an experiment over finished runs given with ``--runs``: it trained nothing, so
+    it has no budget (each run has its own length); its data set and recipe are the runs', its
+    seeds the most runs of one net."""
+    seeds = max(Counter(net for net, _ in given.runs).values())
+    opts = dataclasses.replace(opts, dataset=given.dataset, seeds=seeds)
+    return base_record(experiment, opts, None, started, given.runs) | {
+        "given_runs": True,
+        "recipe": given.recipe,
+        "depths": sorted({net.depth for net, _ in given.runs}),
+    }
+
+
 def write_record(out: Path, record: dict[str, Any]) -> Path:
     """Write ``record`` (atomically) where :func:`record_path` says; returns that path."""
     path = record_path(out, record["experiment"])
@@ -90,16 +107,26 @@ def read_record(path: Path) -> dict[str, Any]:
 
 def section_meta(record: dict[str, Any]) -> dict[str, str]:
     """The report lines every section starts with."""
-    budget = record["budget"]
-    how = f"{budget['iterations']:,} iterations per run" if budget["iterations"] else "no nets trained"
-    if budget["minutes"] and budget["iterations"]:
-        how += f" (from --budget-minutes {budget['minutes']:g} for the whole reproduction)"
     return {
         "command": record["command"],
         "versions": f"resnetlab {record['resnetlab_version']}, torch {record['torch_version']}",
         "device": f"{record['device']} ({record['torch_threads']} threads)",
         "dataset": record["dataset"],
-        "budget": f"{how}, batch {record['batch_size']}, {record['seeds']} seed(s)",
+        "budget": _budget(record),
         "wall time": f"{record['wall_time_s']:.0f} s for this command; its runs trained for "
         f"{record['runs_wall_time_s']:.0f} s in all (reused runs count where they were first trained)",
     }
+
+
+def _budget(record: dict[str, Any]) -> str:
+    """The budget line: iterations per run, or the finished runs given (:func:`given_record`)."""
+    if record.get("given_runs"):
+        return (
+            f"no nets trained: {len(record['runs'])} finished run(s) given with --runs, each with its "
+            f"own length (the iterations column; the paper's is {PAPER_ITERATIONS:,})"
+        )
+    budget = record["budget"]
+    how = f"{budget['iterations']:,} iterations per run" if budget["iterations"] else "no nets trained"
+    if budget["minutes"] and budget["iterations"]:
+        how += f" (from --budget-minutes {budget['minutes']:g} for the whole reproduction)"
+    return f"{how}, batch {record['batch_size']}, {record['seeds']} seed(s)"

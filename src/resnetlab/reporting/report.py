@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,32 @@ def budget_note(iterations: int) -> str:
             "alike are meaningful."
         )
     return text
+
+
+LENGTH_HEADER = f"iterations (paper: {PAPER_ITERATIONS:,})"  # the column of run lengths
+
+
+def run_length(iterations: int) -> str:
+    """A run's length beside the paper's: '64,000' or '12,800 (shorter than the paper's)'."""
+    return f"{iterations:,}" + ("" if iterations >= PAPER_ITERATIONS else " (shorter than the paper's)")
+
+
+def lengths_title(lengths: Collection[int]) -> str:
+    """Runs' lengths in a figure title: '400 iterations', or 'runs of different lengths'."""
+    return f"{min(lengths):,} iterations" if len(set(lengths)) == 1 else "runs of different lengths"
+
+
+def lengths_note(lengths: Collection[int]) -> str:
+    """The budget note of runs of these lengths: :func:`budget_note` where they share one; where they
+    differ, a word on those shorter than the paper's (their table shows each length)."""
+    if len(set(lengths)) == 1:
+        return budget_note(min(lengths))
+    if min(lengths) >= PAPER_ITERATIONS:
+        return ""
+    return (
+        f"Some runs are shorter than the paper's {PAPER_ITERATIONS:,} iterations (marked in the "
+        "iterations column): their errors are not the paper's conditions."
+    )
 
 
 def _md_table(table: Table) -> list[str]:
