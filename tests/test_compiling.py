@@ -128,3 +128,13 @@ def test_a_compiled_run_resumes_exactly(tmp_path: Path) -> None:
     a, b = resumed.model.state_dict(), reference.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.summary["final"] == reference.summary["final"]
+
+
+def test_a_finished_run_is_reused_whether_or_not_the_request_compiles(tmp_path: Path) -> None:
+    """Compiling changes rounding only, as the step mode does: a finished run asked for again with
+    another compile choice (auto now compiling what ran eager before) is reused, not refused."""
+    first = train(tiny_config(tmp_path, compile=False))
+    stamp = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    again = train(tiny_config(tmp_path, compile=True))
+    assert again.summary == first.summary
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == stamp

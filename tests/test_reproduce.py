@@ -245,6 +245,9 @@ def test_degradation_from_runs_trained_elsewhere(
     record = _check_report(fig6, "degradation", capsys.readouterr().out)
     assert record["given_runs"] and record["budget"]["iterations"] is None
     assert record["dataset"] == "synthetic:256,128,16,10" and record["recipe"] == "cifar-paper"
+    given = [finished_runs.read_finished(Path(e["dir"])) for e in record["runs"]]
+    trained_in = {run.config.recipe.batch_size for run in given}
+    assert trained_in == {record["batch_size"]} != {Options.batch_size}  # the runs', not the default
     assert sorted(Path(e["dir"]).name for e in record["runs"]) == sorted(DEGRADATION_RUNS)
     assert all(Path(e["dir"]).is_absolute() for e in record["runs"])
     # nothing trained: no run folder under --out, the given runs untouched, none added beside them
@@ -288,11 +291,14 @@ def test_degradation_from_runs_trained_elsewhere(
 
 
 def _edit_config(run: Path, **changes: object) -> None:
-    """Change fields of a run's config.yaml (``recipe_name`` renames its recipe)."""
+    """Change fields of a run's config.yaml (``recipe_name`` renames its recipe, ``batch_size``
+    changes its recipe's batch size)."""
     path = run / "config.yaml"
     config = yaml.safe_load(path.read_text())
     if "recipe_name" in changes:
         config["recipe"]["name"] = changes.pop("recipe_name")
+    if "batch_size" in changes:
+        config["recipe"]["batch_size"] = changes.pop("batch_size")
     path.write_text(yaml.safe_dump(config | changes))
 
 
@@ -307,6 +313,7 @@ def test_degradation_refuses_runs_it_cannot_compare_in_one_line(
         ("unfinished", "plain-8", None, "is unfinished (iteration 10 of 10"),
         ("two-datasets", "resnet-14", {"dataset": "synthetic:256,128,16,11"}, "trained on different data ("),
         ("two-recipes", "resnet-14", {"recipe_name": "cifar-fast"}, "trained with different recipes ("),
+        ("two-batch-sizes", "resnet-14", {"batch_size": 64}, "trained in different batch sizes ("),
         ("option-b", "resnet-14", b_option, "is ResNet-14 (B): Fig. 6 compares plain nets with option-A"),
     ]
     for name, net, changes, message in cases:

@@ -24,7 +24,8 @@ STEP_MODES = ("auto", "eager", "graph")
 # when everything else matches, and a resume may change them. data_dir says where the dataset is
 # found, not what it is (the official files are checked against their MD5s wherever they are).
 # The processes a run trains in are recorded (and kept on resume) but, as before they were, not
-# compared when a finished run is reused.
+# compared when a finished run is reused; so is whether its step was compiled, which, like the
+# step mode, changes rounding only.
 RUNTIME_FIELDS = (
     "out",
     "resume",
@@ -32,6 +33,7 @@ RUNTIME_FIELDS = (
     "quiet",
     "device",
     "mode_reason",
+    "compile",
     "compile_reason",
     "step",
     "data_dir",

@@ -67,6 +67,7 @@ class GivenRuns:
     runs: dict[tuple[CifarNet, int], Path]
     dataset: str
     recipe: str
+    batch_size: int
 
 
 def given_runs(paths: tuple[Path, ...], recipe: str | None = None, needs: str = "") -> GivenRuns:
@@ -77,6 +78,7 @@ def given_runs(paths: tuple[Path, ...], recipe: str | None = None, needs: str = 
     found: dict[tuple[CifarNet, int], Path] = {}
     datasets: dict[str, Path] = {}
     recipes: dict[str, Path] = {}
+    batches: dict[int, Path] = {}
     for path in _run_dirs(paths):
         config = read_finished(path).config
         net = net_of(config.model, config.model_overrides)
@@ -97,9 +99,11 @@ def given_runs(paths: tuple[Path, ...], recipe: str | None = None, needs: str = 
         found[net, config.seed] = path
         datasets.setdefault(config.dataset, path)
         recipes.setdefault(config.recipe.name, path)
+        batches.setdefault(config.recipe.batch_size, path)
     _one(datasets, "were trained on different data", "on", "give runs on one data set")
     _one(recipes, "were trained with different recipes", "with", "give runs of one recipe")
-    return GivenRuns(found, next(iter(datasets)), next(iter(recipes)))
+    _one(batches, "were trained in different batch sizes", "in batches of", "give runs of one batch size")
+    return GivenRuns(found, next(iter(datasets)), next(iter(recipes)), next(iter(batches)))
 
 
 def _one(seen: dict[str, Path], differ: str, by: str, fix: str) -> None:

@@ -79,9 +79,9 @@ def base_record(
 def given_record(experiment: str, opts: Options, given: GivenRuns, started: float) -> dict[str, Any]:
     """The record of an experiment over finished runs given with ``--runs``: it trained nothing, so
     it has no budget (each run has its own length); its data set and recipe are the runs', its
-    seeds the most runs of one net."""
+    seeds the most runs of one net, its batch size theirs."""
     seeds = max(Counter(net for net, _ in given.runs).values())
-    opts = dataclasses.replace(opts, dataset=given.dataset, seeds=seeds)
+    opts = dataclasses.replace(opts, dataset=given.dataset, seeds=seeds, batch_size=given.batch_size)
     return base_record(experiment, opts, None, started, given.runs) | {
         "given_runs": True,
         "recipe": given.recipe,
