@@ -11,7 +11,7 @@ Shares are of the summed self CPU time of every op on the profiled thread: an op
 several intra-op threads counts its wall time once, so with more threads the shares stay comparable.
 
 Usage: ``python benchmarks/profile_step.py [--model resnet20] [--precision auto] [--memory-format auto]
-[--threads N] [--batch-size 128] [--warmup 3] [--steps 5] [--top 15] [--quick]``.
+[--compile] [--threads N] [--batch-size 128] [--warmup 3] [--steps 5] [--top 15] [--quick]``.
 """
 
 from __future__ import annotations
@@ -78,14 +78,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=3, help="steps before the profile")
     parser.add_argument("--steps", type=int, default=5, help="steps profiled")
     parser.add_argument("--top", type=int, default=15, help="ops listed")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="profile the compiled step (what auto trains on a CPU for runs of 5,000 iterations and more); "
+        "inductor's fused kernels are listed by name",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.warmup, args.steps = 16, 1, 2
     device = setup(args)
     mode = choose_mode(device, args.precision, args.memory_format, meta_model(args.model))
-    print(f"{args.model}: precision {mode.precision}, {mode.memory_format} ({mode.reason})")
+    compiled = ", compiled" if args.compile else ""
+    print(f"{args.model}: precision {mode.precision}, {mode.memory_format}{compiled} ({mode.reason})")
     model, optimizer = train_setup(args.model, device)
-    step = TrainStep(model, optimizer, amp=mode.amp, channels_last=mode.channels_last)
+    if args.compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True  # each fused CPU kernel gets its own record
+    step = TrainStep(model, optimizer, amp=mode.amp, channels_last=mode.channels_last, compile=args.compile)
     images, labels, source = load_images(4 * args.batch_size, 32)
     normalizer = Normalizer(
         torch.tensor(CIFAR_MEAN)[:, None, None], torch.tensor(CIFAR_STD)[:, None, None], "per-channel"
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": args.model,
         "precision": mode.precision,
         "memory_format": mode.memory_format,
+        "compile": args.compile,
         "mode_reason": mode.reason,
         "batch_size": args.batch_size,
         "steps": args.steps,

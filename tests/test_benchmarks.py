@@ -226,6 +226,16 @@ def test_profile_step_lists_the_top_ops_and_the_optimizer_and_data_shares(capsys
     assert "optimizer step (SGD, inclusive)" in out and "data path" in out
 
 
+@pytest.mark.slow
+def test_profile_step_of_the_compiled_step_lists_inductors_fused_kernels() -> None:
+    if compiling.cxx_compiler() is None:
+        pytest.skip("no C++ compiler here: torch.compile cannot build CPU kernels")
+    argv = ["--quick", "--threads", "1", "--model", "resnet20", "--top", "40", "--compile"]
+    found = profile_step.main(argv)
+    assert found["compile"] is True
+    assert any("fused" in t["op"] for t in found["top"]), [t["op"] for t in found["top"]]
+
+
 def test_the_summary_gives_each_nets_processes_row_its_gemm_fraction() -> None:
     contenders = ["1 process x 2 threads", "2 processes x 1 thread(s)"]
     row = {"model": "resnet56", "procs": 2, "contenders": contenders, "paired_ratio": 1.12}
