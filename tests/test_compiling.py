@@ -94,13 +94,33 @@ def _twin_steps(compile: bool) -> tuple[TrainStep, TrainStep]:
     return steps[0], steps[1]
 
 
-def test_a_compile_failure_falls_back_to_eager(monkeypatch, capsys) -> None:
-    def broken(model):
-        def fails(x):
-            raise RuntimeError("inductor could not build its kernels\nsecond line")
+class _FailingBackward(torch.autograd.Function):
+    """The identity, whose backward fails as a backward that cannot be compiled would."""
 
-        return fails
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
 
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("inductor could not build its kernels\nsecond line")
+
+
+def _fails_forward(model):
+    def fails(x):
+        raise RuntimeError("inductor could not build its kernels\nsecond line")
+
+    return fails
+
+
+def _fails_backward(model):
+    return lambda x: _FailingBackward.apply(model(x))
+
+
+@pytest.mark.parametrize("broken", [_fails_forward, _fails_backward], ids=["forward", "backward"])
+def test_a_compile_failure_falls_back_to_eager(monkeypatch, capsys, broken) -> None:
+    """Compiling fails in the forward or in the first backward: the step goes on eager, with the
+    very updates an eager step makes."""
     monkeypatch.setattr(torch, "compile", broken)
     eager, fallback = _twin_steps(compile=True)
     x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])

@@ -31,8 +31,8 @@ class TrainStep:
 
     ``channels_last`` converts the model once and every batch on the way in; ``compile`` runs the
     forward (and so, through AOTAutograd, the backward) through ``torch.compile``; should compiling
-    fail at the first step (a missing header, an unsupported platform), the step says so on stderr
-    and runs eager. The learning rate is whatever the optimizer's param groups hold.
+    either fail at the first step (a missing header, an unsupported platform), the step says so on
+    stderr and runs eager. The learning rate is whatever the optimizer's param groups hold.
     """
 
     def __init__(
@@ -67,32 +67,42 @@ class TrainStep:
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's output on ``x``: compiled where asked and compiling worked, else eager."""
-        if self.compiled is None:
-            return self.model(x)
-        if self.compiled_once:
-            return self.compiled(x)
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on the batch; returns (mean loss, number of correct top-1 predictions)."""
+        x = self.prepare(x)
+        if self.compiled is None or self.compiled_once:
+            net = self.model if self.compiled is None else self.compiled
+            loss, logits = self._gradients(net, x, y)
+        else:
+            loss, logits = self._first_compiled(x, y)
+        self.optimizer.step()
+        correct = (logits.detach().argmax(1) == y).sum()
+        return loss.detach(), correct
+
+    def _gradients(
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward through ``net``: the loss and logits, the gradients in place."""
+        with autocast_context(self.device, self.amp):
+            logits = net(x)
+            loss = F.cross_entropy(at_least_fp32(logits), y, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss, logits
+
+    def _first_compiled(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first step's gradients through the compiled net, which compiles the forward there and
+        the backward in ``backward()``; where either fails, said once on stderr, eager from then on.
+        The weights are untouched either way: the update comes after."""
         try:
-            out = self.compiled(x)  # compiles: nothing has touched the weights or gradients yet
+            out = self._gradients(self.compiled, x, y)
         except Exception as e:  # inductor's failures have no common base class
             first = (str(e).strip().splitlines() or [""])[0][:200]
             print(f"torch.compile failed ({type(e).__name__}: {first}); training eager", file=sys.stderr)
             self.compiled = None
-            return self.model(x)
+            return self._gradients(self.model, x, y)
         self.compiled_once = True
         return out
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update on the batch; returns (mean loss, number of correct top-1 predictions)."""
-        with autocast_context(self.device, self.amp):
-            logits = self.forward(self.prepare(x))
-            loss = F.cross_entropy(at_least_fp32(logits), y, label_smoothing=self.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        correct = (logits.detach().argmax(1) == y).sum()
-        return loss.detach(), correct
 
     def set_lr(self, lr: float) -> None:
         """Set the learning rate of every param group (a host-side number: no device sync)."""
