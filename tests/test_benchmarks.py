@@ -207,6 +207,11 @@ def test_contenders_cover_both_layouts_bf16_and_compile_where_they_run(monkeypat
     quick = bench_train.contenders(cpu, quick=True, compile_ok=False, model="resnet56")
     assert [s.label for s in quick] == ["NCHW+fp32", "channels_last+fp32"]
     assert bench_train.ours_settings(cpu, "resnet56").label == "channels_last+fp32"
+    # A paper-length run compiles on a CPU with a C++ compiler, when the benchmark may compile.
+    monkeypatch.setattr(compiling, "cxx_compiler", lambda: "g++")
+    assert bench_train.ours_settings(cpu, "resnet56", compile_ok=True).label == "channels_last+fp32+compile"
+    monkeypatch.setattr(compiling, "cxx_compiler", lambda: None)
+    assert bench_train.ours_settings(cpu, "resnet56", compile_ok=True).label == "channels_last+fp32"
     assert bench_train.ours_settings(cpu, "resnet18").label == "NCHW+fp32"  # option-B projections
     monkeypatch.setattr(compiling.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
