@@ -16,6 +16,7 @@ import tiny_nets
 from resnetlab.analysis import identity
 from resnetlab.cli import main
 from resnetlab.engine.budget import Speed
+from resnetlab.engine.run_status import final_train_error
 from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.errors import UserError
 from resnetlab.experiments import (
@@ -264,7 +265,7 @@ def test_degradation_from_runs_trained_elsewhere(
 
     # the verdicts, from the runs' own metrics: a gap counts beyond stats.MIN_GAP (one seed, no std)
     runs = {name.split("-10it")[0]: folder / "runs" / name for name in DEGRADATION_RUNS}
-    train = {k: finished_runs.final_train_error(read_metrics(r)) for k, r in runs.items()}
+    train = {k: final_train_error(read_metrics(r)) for k, r in runs.items()}
     test = {k: finished_runs.final_test_error(r) for k, r in runs.items()}
 
     def above(high: float, low: float) -> bool:
@@ -480,7 +481,7 @@ def test_final_train_error_averages_the_last_tenth() -> None:
         for i, e in ((10, 0.9), (90, 0.5), (95, 0.3), (100, 0.2))
     ]
     rows.insert(2, {"kind": "eval", "iteration": 90, "top1_error": 0.1})
-    assert finished_runs.final_train_error(rows) == pytest.approx(0.25)  # iterations 95 and 100 are past 90
+    assert final_train_error(rows) == pytest.approx(0.25)  # iterations 95 and 100 are past 90
 
 
 def test_shortcut_verdicts() -> None:

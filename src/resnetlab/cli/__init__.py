@@ -28,6 +28,7 @@ COMMANDS = {
     "report": "resnetlab.cli.reproduce",
     "data": "resnetlab.cli.data",
     "train": "resnetlab.cli.train",
+    "runs": "resnetlab.cli.runs",
     "eval": "resnetlab.cli.evaluate",
     "predict": "resnetlab.cli.predict",
     "export": "resnetlab.cli.export",

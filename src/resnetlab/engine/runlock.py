@@ -81,6 +81,35 @@ def _is_current(fd: int, path: Path) -> bool:
         return False
 
 
+def lock_holder(directory: Path) -> str | None:
+    """The pid of the live process that holds ``directory``'s run lock ("unknown" when it cannot be
+    read or the lock cannot be probed), or None when no live process holds it: no lock file, or the
+    one a killed run left behind. Probing takes the free lock for an instant and gives it back."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "unknown"
+    try:
+        if fcntl is None and msvcrt is None:
+            return "unknown"
+        if not _try_lock(fd):
+            return _read_pid(fd)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        else:
+            assert msvcrt is not None
+            os.lseek(fd, LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return None
+    except OSError:
+        return "unknown"
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """The exclusive lock on one run directory; :meth:`acquire` refuses while another process holds it."""
 

@@ -40,7 +40,7 @@ PAPER_NOTE = (
     "The paper chose its schedule on a 45k/5k split; its ResNet-110 figure is the best of 5 runs (mean "
     "6.61 ± 0.16). Table 6 has no plain nets and only option A."
 )
-TRAIN_ERROR = "training error (last 10% of iterations)"  # finished_runs.final_train_error's measure
+TRAIN_ERROR = "training error (last 10% of iterations)"  # engine.run_status.final_train_error's measure
 PAPER_RECIPE = "cifar-paper"  # the recipe of Table 6 (see resnetlab.recipes); given runs must use it
 PAPER_TOLERANCE = 1.0  # points of test error within which we call our mean "the paper's number"
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from resnetlab.engine.run_status import final_train_error
 from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.errors import UserError
 from resnetlab.experiments import finished_runs, records, shared_budget, training
@@ -126,7 +127,7 @@ def results(out: Path, record: dict[str, Any]) -> dict[CifarNet, FinalErrors]:
     """Final training and test errors of every net of the record, from its metrics files."""
     found = {}
     for net, runs in runs_by_net(out, record).items():
-        train = Stat.of([finished_runs.final_train_error(read_metrics(r)) for r in runs])
+        train = Stat.of([final_train_error(read_metrics(r)) for r in runs])
         test = Stat.of([finished_runs.final_test_error(r) for r in runs])
         found[net] = FinalErrors(net, train, test, int(read_summary(runs[0])["params"]))
     return found

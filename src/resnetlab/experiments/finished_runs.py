@@ -19,7 +19,8 @@ from resnetlab.data.loader import TensorBatches
 from resnetlab.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnetlab.engine.config import TrainConfig
 from resnetlab.engine.distributed import select_device
-from resnetlab.engine.rundir import RUN_FILES, read_metrics, read_summary
+from resnetlab.engine.run_status import find_runs
+from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.engine.state import model_from_checkpoint
 from resnetlab.errors import UserError
 from resnetlab.experiments.cifar_nets import CifarNet, net_of, parse_depths
@@ -79,7 +80,7 @@ def given_runs(paths: tuple[Path, ...], recipe: str | None = None, needs: str = 
     datasets: dict[str, Path] = {}
     recipes: dict[str, Path] = {}
     batches: dict[int, Path] = {}
-    for path in _run_dirs(paths):
+    for path in find_runs(list(paths)):
         config = read_finished(path).config
         net = net_of(config.model, config.model_overrides)
         if net is None:
@@ -111,26 +112,6 @@ def _one(seen: dict[str, Path], differ: str, by: str, fix: str) -> None:
     if len(seen) > 1:
         which = ", ".join(f"{path} {by} {value}" for value, path in seen.items())
         raise UserError(f"the runs {differ} ({which}): {fix}")
-
-
-def _run_dirs(paths: tuple[Path, ...]) -> list[Path]:
-    """Each path that is a run directory, else the run directories in it or in its ``runs/``."""
-    dirs = []
-    for path in paths:
-        if _is_run(path):
-            dirs.append(path)
-            continue
-        inside = sorted(
-            d for base in (path, path / "runs") if base.is_dir() for d in base.iterdir() if _is_run(d)
-        )
-        if not inside:
-            raise UserError(f"{path} is neither a run directory nor a folder of run directories")
-        dirs += inside
-    return dirs
-
-
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
 
 
 def runs_arg(help: str) -> Arg:
@@ -195,16 +176,6 @@ def _unfinished(run: Path) -> UserError:
         else "the command that trains it"
     )
     return UserError(f"{run} is unfinished ({where}): finish it with {how}, then run this again")
-
-
-def final_train_error(rows: list[dict[str, Any]], fraction: float = 0.1) -> float:
-    """Mean training error over the log intervals of the last ``fraction`` of the iterations."""
-    train_rows = [r for r in rows if r["kind"] == "train"]
-    if not train_rows:
-        raise ValueError("no training rows")
-    last = train_rows[-1]["iteration"]
-    tail = [r["train_error"] for r in train_rows if r["iteration"] > last * (1 - fraction)]
-    return statistics.fmean(tail or [train_rows[-1]["train_error"]])
 
 
 def final_test_error(run: Path) -> float:

@@ -1,0 +1,248 @@
+"""Where a training run stands, read from its directory alone (`resnetlab runs`).
+
+A run is *finished* when its summary.json is there, *training* while a live process holds its
+directory's lock (a run stopped with SIGSTOP still holds it), *stopped* when it has metrics or a
+checkpoint but no live holder (``--resume`` continues it), and *not started* otherwise. The rate is
+the median of the images/s the trainer logged over its last few intervals, so a pause or a slow
+start does not skew it, and the time left adds the evaluations still to come at their measured
+cost.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnetlab.engine.checkpoint import CHECKPOINT_NAME
+from resnetlab.engine.config import TrainConfig
+from resnetlab.engine.rundir import RUN_FILES, read_metrics, read_summary
+from resnetlab.engine.runlock import lock_holder
+from resnetlab.errors import UserError
+
+RATE_INTERVALS = 10  # the last logged intervals whose median images/s is the run's rate
+FINAL_FRACTION = 0.1  # a finished run's training error: the mean over its last tenth
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One run directory's state and progress; errors are fractions, times seconds, None unknown."""
+
+    path: str
+    model: str | None
+    dataset: str | None
+    recipe: str | None
+    state: str  # "finished", "training", "stopped" or "not started"
+    pid: str | None  # the live holder's, while training
+    iteration: int  # the last logged iteration
+    total: int | None  # None while a --budget-minutes run has not fixed its length
+    epoch: float | None
+    lr: float | None
+    train_error: float | None  # of the last logged interval; of the last tenth once finished
+    test_error: float | None  # the latest evaluation's
+    test_iteration: int | None
+    best_test_error: float | None
+    best_test_iteration: int | None
+    eval_images: int | None
+    images_per_s: float | None
+    seconds_left: float | None  # steps at the rate, plus the evaluations to come
+    evaluations_left: int | None
+    trained_s: float | None  # training time the run has logged, resumes included
+    checkpoint_age_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON values."""
+        return asdict(self)
+
+
+def final_train_error(rows: list[dict[str, Any]], fraction: float = FINAL_FRACTION) -> float:
+    """Mean training error over the log intervals of the last ``fraction`` of the iterations."""
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    if not train_rows:
+        raise ValueError("no training rows")
+    last = train_rows[-1]["iteration"]
+    tail = [r["train_error"] for r in train_rows if r["iteration"] > last * (1 - fraction)]
+    return statistics.fmean(tail or [train_rows[-1]["train_error"]])
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory holding any of a run's files."""
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Each path that is a run directory, else the run directories directly in it or in its
+    ``runs/`` (where `reproduce --out` keeps them), sorted; a path with none is a UserError."""
+    found: list[Path] = []
+    for path in paths:
+        if is_run_dir(path):
+            found.append(path)
+            continue
+        if not path.exists():
+            raise UserError(f"{path} does not exist")
+        inside = sorted(
+            d for base in (path, path / "runs") if base.is_dir() for d in base.iterdir() if is_run_dir(d)
+        )
+        if not inside:
+            raise UserError(f"{path} is neither a run directory nor a folder of run directories")
+        found += inside
+    return found
+
+
+def _config(run: Path) -> TrainConfig | None:
+    """The run's config.yaml as a TrainConfig; None before the run wrote one."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return TrainConfig.from_dict(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, TypeError, ValueError, UserError) as exc:
+        raise UserError(f"cannot read {path} ({str(exc).splitlines()[0]}): is it a resnetlab run?") from None
+
+
+def _evaluations_between(done: int, total: int, every: int | None) -> int:
+    """Evaluations after iteration ``done`` up to ``total``: every ``every`` iterations and the last."""
+    if not every:
+        return 1 if done < total else 0
+    periodic = total // every - done // every
+    return periodic + (1 if total % every and done < total else 0)
+
+
+def run_status(run: Path, now: float | None = None) -> RunStatus:
+    """The state and progress of the run in ``run`` (see the module docstring)."""
+    run = Path(run)
+    config = _config(run)
+    rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    finished = (run / "summary.json").is_file()
+    summary = read_summary(run) if finished else None
+    pid = None if finished else lock_holder(run)
+    if finished:
+        state = "finished"
+    elif pid is not None:
+        state = "training"
+    elif rows or (run / CHECKPOINT_NAME).is_file():
+        state = "stopped"
+    else:
+        state = "not started"
+
+    last = rows[-1] if rows else {}
+    iteration = max((r["iteration"] for r in rows), default=0)
+    total = config.total_iterations() if config else None
+    if summary is not None:
+        total = summary.get("iterations", total)
+    best = min(evals, key=lambda r: r["top1_error"]) if evals else None
+    rates = [r["images_per_s"] for r in train[-RATE_INTERVALS:] if r.get("images_per_s")]
+    rate = statistics.median(rates) if rates else None
+
+    seconds_left = evaluations_left = None
+    if not finished and total is not None and config is not None and rate:
+        evaluations_left = _evaluations_between(iteration, total, config.eval_every)
+        eval_s = statistics.median(r["eval_s"] for r in evals if "eval_s" in r) if evals else 0.0
+        steps_s = (total - iteration) * config.recipe.batch_size / rate
+        seconds_left = steps_s + evaluations_left * eval_s
+
+    checkpoint = run / CHECKPOINT_NAME
+    age = (now or time.time()) - checkpoint.stat().st_mtime if checkpoint.is_file() else None
+    if summary is not None:
+        final = summary["final"]
+        test_error = float(final.get("test_top1_error", final["top1_error"]))
+        train_error = final_train_error(rows) if train else None
+    else:
+        test_error = evals[-1]["top1_error"] if evals else None
+        train_error = train[-1]["train_error"] if train else None
+    return RunStatus(
+        path=str(run),
+        model=config.model if config else None,
+        dataset=config.dataset if config else None,
+        recipe=config.recipe.name if config else None,
+        state=state,
+        pid=pid,
+        iteration=iteration,
+        total=total,
+        epoch=last.get("epoch"),
+        lr=train[-1]["lr"] if train else None,
+        train_error=train_error,
+        test_error=test_error,
+        test_iteration=evals[-1]["iteration"] if evals else None,
+        best_test_error=best["top1_error"] if best else None,
+        best_test_iteration=best["iteration"] if best else None,
+        eval_images=evals[-1].get("images") if evals else None,
+        images_per_s=rate,
+        seconds_left=seconds_left,
+        evaluations_left=evaluations_left,
+        trained_s=last.get("time_s"),
+        checkpoint_age_s=age,
+    )
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as the one or two largest units: "45 s", "12 min", "3 h 20 min", "2 d 5 h"."""
+    s = max(0, math.floor(seconds))
+    if s < 60:
+        return f"{s} s"
+    minutes, hours, days = s // 60, s // 3600, s // 86400
+    if s < 3600:
+        return f"{minutes} min"
+    if s < 86400:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} d {hours % 24} h"
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+def describe(status: RunStatus) -> list[str]:
+    """The status as a few lines of text, first line the run and its state."""
+    s = status
+    what = ", ".join(x for x in (s.model, s.recipe and f"{s.recipe} on {s.dataset}") if x)
+    state = f"training (pid {s.pid})" if s.state == "training" else s.state
+    lines = [f"{s.path}: {what or 'no config.yaml yet'}; {state}"]
+    if s.state == "not started":
+        return lines
+    of = f" of {s.total:,} ({100 * s.iteration / s.total:.1f}%)" if s.total else ""
+    where = f"  iteration {s.iteration:,}{of}"
+    if s.epoch is not None:
+        where += f", epoch {s.epoch:.1f}"
+    if s.lr is not None and s.state != "finished":
+        where += f", lr {s.lr:g}"
+    if s.trained_s is not None:
+        where += f"; trained {duration(s.trained_s)}"
+    lines.append(where)
+    errors = []
+    if s.train_error is not None:
+        span = (
+            f"last {int(100 * FINAL_FRACTION)}% of iterations" if s.state == "finished" else "last interval"
+        )
+        errors.append(f"training error {_percent(s.train_error)} ({span})")
+    if s.state == "finished" and s.test_error is not None:
+        errors.append(f"final test error {_percent(s.test_error)}")
+    elif s.test_error is not None:
+        images = f" on {s.eval_images:,} images" if s.eval_images else ""
+        errors.append(f"test error {_percent(s.test_error)} at {s.test_iteration:,}{images}")
+        if s.best_test_iteration != s.test_iteration and s.best_test_error is not None:
+            errors.append(f"best {_percent(s.best_test_error)} at {s.best_test_iteration:,}")
+    if errors:
+        lines.append("  " + "; ".join(errors))
+    if s.state != "finished":
+        pace = []
+        if s.images_per_s:
+            pace.append(f"{s.images_per_s:,.0f} img/s (median of the last {RATE_INTERVALS} intervals)")
+        if s.seconds_left is not None:
+            n = s.evaluations_left or 0
+            evals = f", {n} evaluation{'s' if n > 1 else ''} included" if n else ""
+            pace.append(f"about {duration(s.seconds_left)} of training left{evals}")
+        if s.checkpoint_age_s is not None:
+            pace.append(f"checkpoint written {duration(s.checkpoint_age_s)} ago")
+        if pace:
+            lines.append("  " + "; ".join(pace))
+    if s.state == "stopped":
+        lines.append(f"  continue it: resnetlab train --resume {s.path}")
+    return lines
