@@ -180,6 +180,14 @@ def copy_run(w: Path, source: str, name: str) -> Path:
     return w / name
 
 
+def killed_run(w: Path) -> Path:
+    """A copy of W/run as a SIGKILL would have left it: no summary.json, the lock file with a pid."""
+    run = copy_run(w, "run", "killed-run")
+    (run / "summary.json").unlink()
+    (run / ".run.lock").write_text("999999\n")
+    return run
+
+
 def run_files(name: str) -> tuple[str, ...]:
     return tuple(
         f"{name}/{f}"
@@ -254,6 +262,13 @@ def cli(command: str, w: Path) -> tuple[int, str]:
             warnings.simplefilter("ignore", quiet)
         code, _, err = run_cli(argv(command, w))
     return code, err + "".join(f"{x.category.__name__}: {x.message}\n" for x in caught)
+
+
+def runs_of_killed_run(w: Path) -> tuple[int, str]:
+    """`resnetlab runs W/killed-run`, whose report must read stopped, with the command that resumes it."""
+    code, out, err = run_cli(argv("runs W/killed-run", w))
+    assert "; stopped\n" in out and f"resnetlab train --resume {w}/killed-run" in out, out
+    return code, err
 
 
 @contextlib.contextmanager
@@ -1033,6 +1048,32 @@ CASES: list[Case] = [
         note="lists the dataset",
         unprivileged=True,
         setup=lambda w: image_folder(w / "data/ro-cache"),
+    ),
+    Case(
+        "runs-missing",
+        "`runs` given a folder that does not exist",
+        "runs W/nowhere",
+        2,
+        "resnetlab: error: W/nowhere does not exist",
+    ),
+    Case(
+        "runs-cut-metrics",
+        "`runs` on a run whose metrics.jsonl was cut mid-line (an interrupted copy)",
+        "runs W/cut-run",
+        2,
+        "resnetlab: error: cannot read W/cut-run/metrics.jsonl (damaged at line 2): delete the run and rerun",
+        setup=lambda w: write_bytes(
+            w / "cut-run/metrics.jsonl", b'{"kind": "train", "iteration": 2}\n{"kind": "tr'
+        ),
+    ),
+    Case(
+        "runs-killed-run",
+        "`runs` on a run killed mid-way: its lock file left behind, no summary.json",
+        "runs W/killed-run",
+        0,
+        note="reads it as stopped (the lock has no live holder) and prints the `--resume` command",
+        setup=lambda w: killed_run(w),
+        run=runs_of_killed_run,
     ),
     # --- flags given a wrong type, a negative or zero value, or an unknown name
     Case(
