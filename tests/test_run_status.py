@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from cli_runner import one_line_error, run_cli
 from resnetlab.engine import train
 from resnetlab.engine.run_status import (
     _evaluations_between,
+    describe,
     duration,
     find_runs,
     run_status,
@@ -88,6 +93,31 @@ def test_the_live_holder_of_the_lock_makes_a_run_training(runs):
         assert lock_holder(run) is None and run_status(run).state == "stopped"
     finally:
         (run / LOCK_NAME).unlink()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="no /proc to tell a stopped process")
+def test_a_stopped_holder_makes_a_run_paused(runs):
+    run = runs["stopped"]
+    hold = (
+        "import sys, time; from resnetlab.engine.runlock import RunLock; "
+        "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert (run_status(run).state, run_status(run).pid) == ("training", str(proc.pid))
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while run_status(run).state != "paused" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (run_status(run).state, run_status(run).pid) == ("paused", str(proc.pid))
+        assert f"{run}: resnet20, cifar-paper on synthetic" in describe(run_status(run))[0]
+        assert describe(run_status(run))[0].endswith(f"; paused (pid {proc.pid})")
+        os.kill(proc.pid, signal.SIGCONT)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert run_status(run).state == "stopped"
 
 
 def test_a_directory_with_only_its_config_has_not_started(tmp_path, runs):

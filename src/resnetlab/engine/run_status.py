@@ -1,11 +1,11 @@
 """Where a training run stands, read from its directory alone (`resnetlab runs`).
 
 A run is *finished* when its summary.json is there, *training* while a live process holds its
-directory's lock (a run stopped with SIGSTOP still holds it), *stopped* when it has metrics or a
-checkpoint but no live holder (``--resume`` continues it), and *not started* otherwise. The rate is
-the median of the images/s the trainer logged over its last few intervals, so a pause or a slow
-start does not skew it, and the time left adds the evaluations still to come at their measured
-cost.
+directory's lock, *paused* while that process is stopped (SIGSTOP or Ctrl-Z, where Linux's /proc
+tells), *stopped* when it has metrics or a checkpoint but no live holder (``--resume`` continues
+it), and *not started* otherwise. The rate is the median of the images/s the trainer logged over
+its last few intervals, so a pause or a slow start does not skew it, and the time left adds the
+evaluations still to come at their measured cost.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class RunStatus:
     model: str | None
     dataset: str | None
     recipe: str | None
-    state: str  # "finished", "training", "stopped" or "not started"
-    pid: str | None  # the live holder's, while training
+    state: str  # "finished", "training", "paused", "stopped" or "not started"
+    pid: str | None  # the live holder's, while training or paused
     iteration: int  # the last logged iteration
     total: int | None  # None while a --budget-minutes run has not fixed its length
     epoch: float | None
@@ -105,6 +105,15 @@ def _config(run: Path) -> TrainConfig | None:
         raise UserError(f"cannot read {path} ({str(exc).splitlines()[0]}): is it a resnetlab run?") from None
 
 
+def _stopped(pid: str) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, Ctrl-Z), where /proc says so (Linux); else False."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])
+
+
 def _evaluations_between(done: int, total: int, every: int | None) -> int:
     """Evaluations after iteration ``done`` up to ``total``: every ``every`` iterations and the last."""
     if not every:
@@ -126,7 +135,7 @@ def run_status(run: Path, now: float | None = None) -> RunStatus:
     if finished:
         state = "finished"
     elif pid is not None:
-        state = "training"
+        state = "paused" if _stopped(pid) else "training"
     elif rows or (run / CHECKPOINT_NAME).is_file():
         state = "stopped"
     else:
@@ -203,7 +212,7 @@ def describe(status: RunStatus) -> list[str]:
     """The status as a few lines of text, first line the run and its state."""
     s = status
     what = ", ".join(x for x in (s.model, s.recipe and f"{s.recipe} on {s.dataset}") if x)
-    state = f"training (pid {s.pid})" if s.state == "training" else s.state
+    state = f"{s.state} (pid {s.pid})" if s.pid is not None else s.state
     lines = [f"{s.path}: {what or 'no config.yaml yet'}; {state}"]
     if s.state == "not started":
         return lines
