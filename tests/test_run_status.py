@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -118,6 +119,18 @@ def test_a_stopped_holder_makes_a_run_paused(runs):
         proc.kill()
         proc.wait()
     assert run_status(run).state == "stopped"
+
+
+def test_a_run_whose_evaluations_were_not_timed_counts_them_as_free(tmp_path, runs):
+    old = shutil.copytree(runs["stopped"], tmp_path / "old")
+    rows = read_metrics(old)
+    for r in rows:
+        r.pop("eval_s", None)
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s, before = run_status(old), run_status(runs["stopped"])
+    assert s.evaluations_left == before.evaluations_left > 0
+    rate = before.images_per_s
+    assert s.seconds_left == pytest.approx((TOTAL - s.iteration) * 32 / rate)
 
 
 def test_a_directory_with_only_its_config_has_not_started(tmp_path, runs):

@@ -153,7 +153,8 @@ def run_status(run: Path, now: float | None = None) -> RunStatus:
     seconds_left = evaluations_left = None
     if not finished and total is not None and config is not None and rate:
         evaluations_left = _evaluations_between(iteration, total, config.eval_every)
-        eval_s = statistics.median(r["eval_s"] for r in evals if "eval_s" in r) if evals else 0.0
+        eval_times = [r["eval_s"] for r in evals if "eval_s" in r]  # older runs did not time them
+        eval_s = statistics.median(eval_times) if eval_times else 0.0
         steps_s = (total - iteration) * config.recipe.batch_size / rate
         seconds_left = steps_s + evaluations_left * eval_s
 
