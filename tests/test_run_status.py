@@ -192,6 +192,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, runs):
     damaged.mkdir()
     (damaged / "metrics.jsonl").write_text('{"kind": "train", "iteration": 2}\n{"kind": tr\n')
     assert "damaged at line 2" in one_line_error(["runs", str(damaged)])
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "metrics.jsonl").write_text('{"kind": "train", "iteration": 2, "train_error": 0.5}\n[1, 2]\n')
+    assert "row 2 is not a metrics row" in one_line_error(["runs", str(edited)])
+    (edited / "metrics.jsonl").write_text('{"kind": "eval", "iteration": 2}\n')
+    assert "row 1 is not a metrics row" in one_line_error(["runs", str(edited)])
     bad_config = tmp_path / "bad-config"
     bad_config.mkdir()
     (bad_config / "config.yaml").write_text("model: [resnet20\n")

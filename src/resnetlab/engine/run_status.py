@@ -122,11 +122,27 @@ def _evaluations_between(done: int, total: int, every: int | None) -> int:
     return periodic + (1 if total % every and done < total else 0)
 
 
-def run_status(run: Path, now: float | None = None) -> RunStatus:
+_NEEDS = {"train": ("iteration", "train_error"), "eval": ("iteration", "top1_error")}
+
+
+def _rows(run: Path) -> list[dict[str, Any]]:
+    """The run's metrics rows, each checked to hold what the status reads (a UserError if not)."""
+    rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+    for number, row in enumerate(rows, 1):
+        needs = _NEEDS.get(row.get("kind")) if isinstance(row, dict) else None
+        if needs is None or not all(isinstance(row.get(k), int | float) for k in needs):
+            raise UserError(
+                f"cannot read {run / 'metrics.jsonl'} (row {number} is not a metrics row "
+                "resnetlab wrote): delete the run and rerun"
+            )
+    return rows
+
+
+def run_status(run: Path) -> RunStatus:
     """The state and progress of the run in ``run`` (see the module docstring)."""
     run = Path(run)
     config = _config(run)
-    rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+    rows = _rows(run)
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     finished = (run / "summary.json").is_file()
@@ -147,7 +163,9 @@ def run_status(run: Path, now: float | None = None) -> RunStatus:
     if summary is not None:
         total = summary.get("iterations", total)
     best = min(evals, key=lambda r: r["top1_error"]) if evals else None
-    rates = [r["images_per_s"] for r in train[-RATE_INTERVALS:] if r.get("images_per_s")]
+    rates = [
+        r["images_per_s"] for r in train[-RATE_INTERVALS:] if isinstance(r.get("images_per_s"), int | float)
+    ]
     rate = statistics.median(rates) if rates else None
 
     seconds_left = evaluations_left = None
@@ -159,7 +177,7 @@ def run_status(run: Path, now: float | None = None) -> RunStatus:
         seconds_left = steps_s + evaluations_left * eval_s
 
     checkpoint = run / CHECKPOINT_NAME
-    age = (now or time.time()) - checkpoint.stat().st_mtime if checkpoint.is_file() else None
+    age = time.time() - checkpoint.stat().st_mtime if checkpoint.is_file() else None
     if summary is not None:
         final = summary["final"]
         test_error = float(final.get("test_top1_error", final["top1_error"]))
