@@ -6,13 +6,15 @@ import operator
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
 from resnetlab import create_model, list_models, model_info
 from resnetlab.analysis.counts import count_macs
 from resnetlab.errors import UserError
-from resnetlab.models import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut, count_params
+from resnetlab.models import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut, blocks, count_params
+from resnetlab.models.zoo import build_model
 
 ALL = list_models()
 
@@ -220,3 +222,60 @@ def test_torch_hub_loads_every_builder_from_the_repository() -> None:
         assert count_params(built) == count_params(create_model(name))
     model = torch.hub.load(str(repo), "resnet20", source="local", verbose=False, num_classes=5)
     assert model.fc.out_features == 5
+
+
+def _join_out_of_place(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """The blocks' join written out of place, as a reference."""
+    if self.residual:
+        if self.downsample is None:
+            out = out + x
+        elif isinstance(self.downsample, ZeroPadShortcut):
+            out = out + self.downsample(x)
+        else:
+            out = out + self.downsample(pre)
+    return out if self.preact else F.relu(out)
+
+
+def _two_sgd_steps(name: str, amp: bool, channels_last: bool, **overrides) -> list[torch.Tensor]:
+    """The parameters after two SGD steps of ``name`` (seeded) on a fixed batch, and the first
+    step's input gradient; bf16 autocast when ``amp``."""
+    torch.manual_seed(0)
+    net = build_model(name, num_classes=10, **overrides).train()
+    size = 32 if model_info(name).family == "cifar" else 64
+    x = torch.randn(4, 3, size, size)
+    y = torch.arange(4) % 10
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    grads = []
+    for _ in range(2):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(net(xi).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        grads.append(xi.grad)
+    return [p.detach() for p in net.parameters()] + grads
+
+
+@pytest.mark.parametrize(
+    ("name", "amp", "channels_last", "overrides"),
+    [
+        ("resnet20", False, False, {}),
+        ("resnet20", True, True, {}),
+        ("plain20", True, True, {}),
+        ("resnet20", False, True, {"shortcut": "B"}),
+        ("resnet50", False, False, {"layers": [1, 1, 1, 1]}),
+    ],
+)
+def test_blocks_in_place_add_and_relu_change_no_bit(monkeypatch, name, amp, channels_last, overrides) -> None:
+    # The blocks add the shortcut and apply ReLU in place to save memory passes; the same steps with
+    # every ReLU and addition out of place must give bit for bit the same weights and gradients.
+    in_place = _two_sgd_steps(name, amp, channels_last, **overrides)
+    relu = F.relu
+    monkeypatch.setattr(F, "relu", lambda t, inplace=False: relu(t))
+    monkeypatch.setattr(blocks._Block, "_join", _join_out_of_place)
+    out_of_place = _two_sgd_steps(name, amp, channels_last, **overrides)
+    assert len(in_place) == len(out_of_place)
+    assert all(torch.equal(a, b) for a, b in zip(in_place, out_of_place, strict=True))

@@ -72,9 +72,11 @@ class Deleted(nn.Module):
         if not block.residual:
             return x  # post-activation: x is a ReLU output already, so the block's last ReLU is a no-op
         pre = F.relu(block.bn0(x)) if block.preact else x
-        # The block's own join with F = 0: the very shortcut (identity, option A's zero-padding and
-        # subsampling, or the projection) and the final ReLU the intact block applies.
-        return block._join(x.new_zeros(()), x, pre)
+        # The block with F = 0: its very shortcut (identity, option A's zero-padding and subsampling,
+        # or the projection) and the final ReLU the intact block applies (out of place: the identity
+        # shortcut is x itself).
+        shortcut = block.shortcut(x, pre)
+        return shortcut if block.preact else F.relu(shortcut)
 
 
 @contextlib.contextmanager
