@@ -44,7 +44,7 @@ class RunStatus:
     epoch: float | None
     lr: float | None
     train_error: float | None  # of the last logged interval; of the last tenth once finished
-    test_error: float | None  # the latest evaluation's
+    test_error: float | None  # the latest evaluation's; a finished run's final one, on the whole split
     test_iteration: int | None
     best_test_error: float | None
     best_test_iteration: int | None
