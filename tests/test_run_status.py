@@ -185,20 +185,25 @@ def test_the_command_prints_each_run_and_draws_their_curves(tmp_path, runs):
     assert printed == {k: v for k, v in expected.items() if k != "checkpoint_age_s"}
 
 
+def _dir_with(path: Path, name: str, text: str) -> str:
+    """``path`` made a directory holding ``name`` with ``text``; its path, for the command line."""
+    path.mkdir(exist_ok=True)
+    (path / name).write_text(text)
+    return str(path)
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path, runs):
     assert "does not exist" in one_line_error(["runs", str(tmp_path / "none")])
     assert "give a name ending in .png" in one_line_error(["runs", str(runs["finished"]), "--plot", "x.jpg"])
-    damaged = tmp_path / "damaged"
-    damaged.mkdir()
-    (damaged / "metrics.jsonl").write_text('{"kind": "train", "iteration": 2}\n{"kind": tr\n')
-    assert "damaged at line 2" in one_line_error(["runs", str(damaged)])
-    edited = tmp_path / "edited"
-    edited.mkdir()
-    (edited / "metrics.jsonl").write_text('{"kind": "train", "iteration": 2, "train_error": 0.5}\n[1, 2]\n')
-    assert "row 2 is not a metrics row" in one_line_error(["runs", str(edited)])
-    (edited / "metrics.jsonl").write_text('{"kind": "eval", "iteration": 2}\n')
-    assert "row 1 is not a metrics row" in one_line_error(["runs", str(edited)])
-    bad_config = tmp_path / "bad-config"
-    bad_config.mkdir()
-    (bad_config / "config.yaml").write_text("model: [resnet20\n")
-    assert "cannot read" in one_line_error(["runs", str(bad_config)])
+    cases = [
+        ("metrics.jsonl", '{"kind": "train", "iteration": 2}\n{"kind": tr\n', "damaged at line 2"),
+        (
+            "metrics.jsonl",
+            '{"kind": "train", "iteration": 2, "train_error": 0.5}\n[1, 2]\n',
+            "row 2 is not a",
+        ),
+        ("metrics.jsonl", '{"kind": "eval", "iteration": 2}\n', "row 1 is not a metrics row"),
+        ("config.yaml", "model: [resnet20\n", "cannot read"),
+    ]
+    for i, (name, text, message) in enumerate(cases):
+        assert message in one_line_error(["runs", _dir_with(tmp_path / f"bad{i}", name, text)])

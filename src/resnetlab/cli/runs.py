@@ -7,8 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from resnetlab.engine.run_status import describe, find_runs, run_status
-from resnetlab.engine.rundir import read_metrics
+from resnetlab.engine.run_status import checked_rows, describe, find_runs, run_status
 from resnetlab.errors import UserError
 
 
@@ -51,7 +50,7 @@ def plot_runs(runs: list[Path], path: Path) -> Path:
 
     curves = []
     for run in runs:
-        rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+        rows = checked_rows(run)
         train = [r for r in rows if r["kind"] == "train"]
         evals = [r for r in rows if r["kind"] == "eval"]
         curves.append(

@@ -125,7 +125,7 @@ def _evaluations_between(done: int, total: int, every: int | None) -> int:
 _NEEDS = {"train": ("iteration", "train_error"), "eval": ("iteration", "top1_error")}
 
 
-def _rows(run: Path) -> list[dict[str, Any]]:
+def checked_rows(run: Path) -> list[dict[str, Any]]:
     """The run's metrics rows, each checked to hold what the status reads (a UserError if not)."""
     rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
     for number, row in enumerate(rows, 1):
@@ -142,7 +142,7 @@ def run_status(run: Path) -> RunStatus:
     """The state and progress of the run in ``run`` (see the module docstring)."""
     run = Path(run)
     config = _config(run)
-    rows = _rows(run)
+    rows = checked_rows(run)
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     finished = (run / "summary.json").is_file()
