@@ -225,8 +225,9 @@ def _mode(config: TrainConfig) -> str:
 
 def retrain_command(config: TrainConfig, out: str) -> str:
     """The `resnetlab train` command that trains the same run again (same seed, hence the same
-    initialisation and batches) into ``runs/OUT``. Where the run was told where its data is, the
-    command says ``--data-dir DIR``: that folder is the trainer's machine's, not the reader's."""
+    initialisation and batches, and the same compiled or eager step) into ``runs/OUT``. Where the
+    run was told where its data is, the command says ``--data-dir DIR``: that folder is the
+    trainer's machine's, not the reader's."""
     args = ["resnetlab", "train", "--model", config.model, "--dataset", config.dataset]
     args += ["--data-dir", "DIR"] if config.data_dir else []
     args += ["--recipe", config.recipe.name, "--iterations", str(config.total_iterations())]
@@ -243,6 +244,9 @@ def retrain_command(config: TrainConfig, out: str) -> str:
         if getattr(config, name) != getattr(default, name):
             args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
     args += ["--deterministic"] if config.deterministic else []
+    # Explicit either way: the default compiles a CPU run this long, and a compiled step rounds
+    # differently from the eager one (runs from before compiling existed trained eager).
+    args += ["--compile" if config.compile else "--no-compile"]
     return shlex.join([*args, "--out", f"runs/{out}"])
 
 

@@ -92,6 +92,7 @@ def test_a_finished_run_is_registered_and_loads_through_the_registry(
     again = build_config(build_parser().parse_args(shlex.split(command)[1:]))
     for field in ("model", "dataset", "seed", "precision", "memory_format", "iterations", "deterministic"):
         assert getattr(again, field) == config[field], field
+    assert again.compile is config["compile"] is False  # a 12-iteration run is eager under auto
     assert again.model_overrides == {} and again.recipe.to_dict() == config["recipe"]
 
 
@@ -150,3 +151,27 @@ def test_the_card_names_no_path_of_the_training_machine() -> None:
     )
     assert register_weights._last_command(run) == "resnetlab train --resume r20-official"
     assert register_weights._last_command(SimpleNamespace(path=run.path, summary={})) == "not recorded"
+
+
+@pytest.mark.parametrize("recorded", [True, False, None])
+def test_the_retrain_command_asks_for_the_step_the_run_had(recorded: bool | None) -> None:
+    """Today's default compiles a CPU run of the paper's length, and a compiled step rounds otherwise
+    than the eager one: the command names the run's own choice (None: recorded before compiling
+    existed, when every run was eager)."""
+    config = tiny_config(Path("/runs/x"), model_overrides={}, recipe=get_recipe("cifar-paper"))
+    config.compile = recorded
+    command = register_weights.retrain_command(config, "r20")
+    again = build_config(build_parser().parse_args(shlex.split(command)[1:]))
+    assert again.compile is bool(recorded)
+
+
+def test_every_shipped_retrain_command_names_its_step() -> None:
+    """The cards in the package (card and Markdown) retrain with an explicit --compile or --no-compile."""
+    cards = [c for c in registry.registered_cards(registry.PACKAGE_DIR) if "retrain: " in c.recipe]
+    assert cards, "no registered card with a retrain command"
+    for card in cards:
+        command = card.recipe.split("retrain: ")[1]
+        markdown = (registry.PACKAGE_DIR / Path(card.file).with_suffix(".md").name).read_text()
+        assert f"| retrain | `{command}` |" in markdown, card.ref
+        again = build_config(build_parser().parse_args(shlex.split(command)[1:]))
+        assert again.compile is not None, card.ref
